@@ -24,3 +24,7 @@ score-file file:
 # reward throughput, calls per second (goal >= 10,000)
 bench-reward:
     python3 scripts/bench_reward.py
+
+# copy reward.py's scoring rules into every job (jobs must run standalone on HF Jobs)
+vendor:
+    python3 scripts/vendor_reward.py

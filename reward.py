@@ -59,6 +59,8 @@ _SCRIPT_RES = {
 _ANY_SCRIPT_RE = re.compile(
     rf"[\u0370-\u04ff\u0590-\u06ff\u0900-\u097f\u0e00-\u0e7f{_CJK}{_HANGUL}]"
 )
+_TECHNICAL_RE = re.compile(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$")  # C++, node.js, CamelCase, AWS
+_DIGIT_RE = re.compile(r"\d")
 _LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _NON_WORD_RE = re.compile(r"\W")
 _POSSESSIVE_RE = re.compile(r"['\u2019]s\b")
@@ -123,10 +125,14 @@ _STOPWORDS = {
 _ALL_STOPWORDS = set().union(*_STOPWORDS.values())
 # A few words in the lists above are also ordinary content words in another language.
 _ALL_STOPWORDS -= {"die", "war", "man", "also", "post", "son", "ma", "ser", "so"}
+_ENGLISH_LOOKALIKES = {"die", "war", "man", "also", "post", "son", "sous", "con", "pro", "per", "via", "more", "come",
+                       "fine", "sale", "tag", "art", "gift", "rat", "see", "bad", "hat", "bin", "will", "hole", "die"}
 _STOPWORD_LANGUAGES = {}
 for _language, _words in _STOPWORDS.items():
     for _word in _words:
-        _STOPWORD_LANGUAGES.setdefault(_word, []).append(_language)
+        # One-letter words and words English uses too ("war", "sous vide") say nothing about the language.
+        if len(_word) > 1 and _word not in _ENGLISH_LOOKALIKES:
+            _STOPWORD_LANGUAGES.setdefault(_word, []).append(_language)
 _GERMAN_SUFFIX_RE = re.compile(r"\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)
 _LANGUAGE_HINTS = (
     ("de", re.compile(r"[äöüß]|\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)),
@@ -169,27 +175,30 @@ class Expansion:
     invalid: list = field(default_factory=list)  # non-blank lines without a valid lowercase prefix
     leaks: list = field(default_factory=list)  # chat-template markers found anywhere
     too_long: bool = False
+    # Worked out once by `parse_expansion`, since most rules need them.
+    by_type: dict = field(default_factory=dict, repr=False)
+    analysed: list = field(default_factory=list, repr=False)  # [Line], the first 16 lines
+    distinct_terms: set = field(default_factory=set, repr=False)
+    lowered: str = field(default="", repr=False)
+    duplicate_pairs: list = field(default_factory=list, repr=False)
     _matched_query: object = field(default=None, repr=False)
     _matched: set = field(default_factory=set, repr=False)
 
     def of(self, kind):
-        return [payload for line_type, payload in self.lines if line_type == kind]
+        return self.by_type.get(kind, [])
 
     @property
     def types(self):
-        return {line_type for line_type, _ in self.lines}
+        return set(self.by_type)
 
-    @functools.cached_property
-    def analysed(self):
-        return [Line(kind, payload) for kind, payload in self.lines[:16]]
-
-    @functools.cached_property
-    def index(self):
-        return _term_index(self.distinct_terms)
-
-    @functools.cached_property
-    def distinct_terms(self):
-        return set().union(*(line.terms for line in self.analysed))
+    def _analyse(self):
+        for kind, payload in self.lines:
+            self.by_type.setdefault(kind, []).append(payload)
+        self.analysed = [Line(kind, payload) for kind, payload in self.lines[:16]]
+        self.distinct_terms = set().union(*(line.terms for line in self.analysed))
+        self.lowered = " ".join(line.text for line in self.analysed).lower()
+        lines = self.analysed
+        self.duplicate_pairs = [(a, b) for i, a in enumerate(lines) for b in lines[i + 1 :] if _same_line(a, b)]
 
     def query_words(self, query):
         """The expansion's words that are the query's key terms or close variants of them."""
@@ -198,15 +207,6 @@ class Expansion:
             self._matched = {t for t in self.distinct_terms if not key_index.isdisjoint(_variant_probes(t))}
             self._matched_query = query
         return self._matched
-
-    @functools.cached_property
-    def duplicate_pairs(self):
-        lines = self.analysed
-        return [(a, b) for i, a in enumerate(lines) for b in lines[i + 1 :] if _same_line(a, b)]
-
-    @functools.cached_property
-    def lowered(self):
-        return " ".join(payload for _, payload in self.lines).lower()
 
 
 def _as_text(value):
@@ -236,6 +236,7 @@ def parse_expansion(text):
             expansion.invalid.append(line)
             if _ROLE_LINE_RE.match(line):
                 expansion.leaks.append(line[:20])
+    expansion._analyse()
     return expansion
 
 
@@ -329,13 +330,12 @@ def _query_entities(query):
     words = [word.strip(".,;:!?()[]{}\"'") for word in query.replace('"', " ").split()]
     words = [word for word in words if word and not word.startswith("-")]
     for position, word in enumerate(words):
+        if word.isalpha() and word.islower():
+            continue  # the common case: a plain lowercase word
         bare = _POSSESSIVE_RE.sub("", word)
         if not bare or not _LATIN_LETTER_RE.search(bare):
             continue
-        technical = (
-            re.search(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$", bare)
-            or (re.search(r"\d", bare) and re.search(r"[A-Za-z]", bare))
-        )
+        technical = _TECHNICAL_RE.search(bare) or (_DIGIT_RE.search(bare) and _LATIN_LETTER_RE.search(bare))
         capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS
         if capitalised and position == 0:
             # A capital at the start of a query is often just the start of a sentence.
@@ -366,16 +366,16 @@ def _language_votes(text, terms=None):
             votes[language] += 1
     if not text.isascii():
         for language, pattern in _LANGUAGE_HINTS:
-            votes[language] += 2 * len(pattern.findall(text))
+            votes[language] += len(pattern.findall(text))
     else:
-        votes["de"] += 2 * len(_GERMAN_SUFFIX_RE.findall(text))
+        votes["de"] += len(_GERMAN_SUFFIX_RE.findall(text))
     return votes
 
 
-def _decided_language(votes, minimum):
+def _decided_language(votes, minimum, margin):
     ranked = sorted(votes.items(), key=lambda item: item[1], reverse=True)
     (first, first_votes), (_, second_votes) = ranked[0], ranked[1]
-    return first if first_votes >= minimum and first_votes > second_votes else None
+    return first if first_votes >= minimum and first_votes - second_votes >= margin else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -394,7 +394,7 @@ def analyse_query(query):
     script, share = _script_of(text)
     if share < 0.15:
         script = None
-    language = None if script else _decided_language(_language_votes(text), minimum=1)
+    language = None if script else _decided_language(_language_votes(text), minimum=2, margin=2)
     return QueryInfo(
         text.strip(), only, key_terms, _term_index(key_terms), entities, entity_terms, language, script, share
     )
@@ -497,10 +497,12 @@ def find_keyword_stuffing(expansion, query):
     for line in expansion.analysed:
         if len(line.terms) - len(set(line.terms)) < 2:
             continue  # no word can occur three times
-        words = [term for term in line.terms if term in line.content]
-        top = max(line.content, key=words.count)
+        words = [term for term in line.terms if term in line.content and len(term) > 1 and not term.isdigit()]
+        if not words:
+            continue  # quantities repeat in real text: "feed 1:1:1", "200 g flour, 200 g water"
+        top = max(set(words), key=words.count)
         repeats = words.count(top)
-        if repeats >= 3 or (len(words) >= 6 and len(line.content) / len(words) < 0.5):
+        if repeats >= 3 or (len(words) >= 6 and len(set(words)) / len(words) < 0.5):
             problems.append(f"keyword stuffing in {line.kind}: {top!r} x{repeats}")
     return problems
 
@@ -548,7 +550,8 @@ def find_off_topic(expansion, query):
     """The expansion must stay on the query's topic: its key terms, its entities, its lex lines."""
     if not query.key_terms or not expansion.lines:
         return []
-    covered = {term for term in query.key_terms if _is_variant(term, expansion.index)}
+    matched = _term_index(expansion.query_words(query))  # the variant relation is symmetric
+    covered = {term for term in query.key_terms if _is_variant(term, matched)}
     problems = []
     if len(covered) * 2 < len(query.key_terms):
         problems.append(f"covers {len(covered)}/{len(query.key_terms)} of the query's key terms")
@@ -581,7 +584,7 @@ def find_wrong_language(expansion, query):
         return []
     if not query.language:
         return []
-    language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3)
+    language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3, margin=1)
     if language and language != query.language:
         return [f"query is {query.language}, expansion reads as {language}"]
     return []
