@@ -28,3 +28,27 @@ bench-reward:
 # copy reward.py's scoring rules into every job (jobs must run standalone on HF Jobs)
 vendor:
     python3 scripts/vendor_reward.py
+
+# training data: schema errors as file:line: field: message
+data-validate *files: setup
+    {{python}} jobs/data.py validate {{files}}
+
+# training data: counts per category and language, lines and lengths
+data-stats: setup
+    {{python}} jobs/data.py stats
+
+# training data: reward distribution, lowest examples (fails below 0.8)
+data-score: setup
+    {{python}} jobs/data.py score --min 0.8
+
+# training data: duplicates, near-duplicates, train/eval contamination
+data-check: setup
+    {{python}} jobs/data.py check
+
+# training data: write the train/validation dataset to build/dataset
+data-build: setup
+    {{python}} jobs/data.py build --out build/dataset
+
+# training data: push to the Hub (needs HF_TOKEN): just data-push you/qmd-expand-data --dry-run
+data-push repo *args: setup
+    {{python}} jobs/data.py push --repo-id {{repo}} {{args}}
