@@ -43,9 +43,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 # >>> reward.py scoring rules (vendored into jobs/*.py by `just vendor`; edit reward.py, not the copies) >>>
+import difflib
 import functools
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 PROMPT_TEMPLATE = "/no_think Expand this search query: {query}"
@@ -92,6 +94,7 @@ _ANY_SCRIPT_RE = re.compile(
 )
 _TECHNICAL_RE = re.compile(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$")  # C++, node.js, CamelCase, AWS
 _DIGIT_RE = re.compile(r"\d")
+_GERMAN_LETTER_RE = re.compile("[äöüß]")
 _LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _NON_WORD_RE = re.compile(r"\W")
 _POSSESSIVE_RE = re.compile(r"['\u2019]s\b")
@@ -99,21 +102,35 @@ _QUOTED_RE = re.compile(r"\"([^\"]{2,80})\"")
 _FILLER_RE = re.compile(
     r"\b(?:information (?:about|on|regarding)|info (?:about|on)|details (?:about|on)|guide tips|tips guide"
     r"|learn (?:more )?about|everything (?:you need )?to know|complete guide|ultimate guide|comprehensive guide"
-    r"|general information|related (?:information|topics)|various aspects|key facts about|all about)\b",
+    r"|general information|related (?:information|topics)|various aspects|key facts about|all about"
+    r"|alle wichtigen informationen|rund um das thema|hilfreiche tipps|informationen (?:über|zu|zum|zur)"
+    r"|alles,? was (?:man|sie|du) .{0,40}wissen (?:muss|müssen|musst|sollte)|tout savoir sur|tout ce qu'il faut savoir"
+    r"|informations sur|guide complet|todo lo que (?:necesitas|debes|hay que) saber|información sobre|guía completa"
+    r"|tudo (?:o )?que (?:você )?precisa saber|informações sobre|guia completo)\b"
+    r"|完全ガイド|について知っておくべき|相关信息|完整指南|你需要知道的一切|완벽 가이드|관련 정보",
     re.IGNORECASE,
 )
 _FILLER_FIRST_WORDS = set("information info details guide tips learn everything complete ultimate comprehensive general "
-                          "related various key all".split())
-_CHATTER_FIRST_WORDS = set("let user here okay ai ll will expanded".split())
+                          "related various key all informationen thema tipps alles tout informations todo información "
+                          "guía tudo informações guia".split())
+_CHATTER_FIRST_WORDS = set("let user here okay sure hmm hmmm wait actually ai model think ll will would can cannot "
+                           "note query captures keyword keywords main matching passage expanded".split())
 _CHATTER_RE = re.compile(
-    r"\b(?:let me|the user(?:'s)? (?:wants|is|asked|asks|query)|here (?:are|is) (?:the|some|my|an?) "
-    r"|okay,? (?:so|let)|as an ai|i(?:'ll| will) (?:expand|generate|write|provide|now)|expanded quer)",
+    r"\b(?:let me|the user\b|here(?:'s| is| are)\b|okay,? (?:so|let)|sure[!,.]|hmm+\b|wait[,.!]|actually,"
+    r"|as an ai\b|language model\b|i think\b|i(?:'ll| will| would| can(?:not|'t)?) (?:assume|expand|generate|write"
+    r"|provide|now|access|try)|note:|the (?:search )?query (?:is|asks|wants|means|seems)|this query\b"
+    r"|captures? the (?:intent|meaning|query)|(?:main|key|the) keywords? (?:are|is)\b|main keywords?\b"
+    r"|a matching document|passage:|expanded quer)|\s#\s",
     re.IGNORECASE,
 )
 _DANGLING_END_RE = re.compile(
-    r"(?:[,:;(\[{/\\&+=-]|\b(?:the|a|an|and|or|of|but|because|than|der|die|das|und|le|la|les|et|el|los|y))$",
+    r"(?:[,:;(\[{]|\b(?:the|a|an|and|or|of|but|because|than|when|while|which|if|your|my|our|their|its"
+    r"|der|die|das|und|le|la|les|et|el|los|y)"
+    r"|[のはがをにでとや的和或])$",
     re.IGNORECASE,
 )
+_INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_LOOKALIKE_RE = re.compile("[a-zA-Z][\u0370-\u04ff]|[\u0370-\u04ff][a-zA-Z]")  # Cyrillic/Greek inside a Latin word
 
 _STOPWORDS = {
     "en": set(
@@ -123,7 +140,10 @@ _STOPWORDS = {
         "might must not no yes if then than so as up out off vs via per any some all each every more most very "
         "just also too only own same such get got find way ways want need use using here "
         # generic verbs that say little about the topic ("why did we pick Postgres")
-        "pick picked choose chose chosen decide decided make made take took say said tell told know".split()
+        "pick picked choose chose chosen decide decided make made take took say said tell told know "
+        # generic praise and connectors ("best books", "new features", "even after")
+        "best good better top new great nice easy quick really actually even still come after before while during "
+        "".split()
     ),
     "de": set(
         "der die das den dem des ein eine einen einem einer eines und oder aber mit von zu zum zur im in am an auf "
@@ -181,7 +201,7 @@ _SENTENCE_STARTERS = set(
 )
 _FILLER_WORDS = set(
     "guide guides tips tip tutorial tutorials overview info information details resources basics explained help "
-    "stuff things introduction intro".split()
+    "stuff things introduction intro infos tipps".split()
 )
 
 
@@ -208,6 +228,8 @@ class Expansion:
     invalid: list = field(default_factory=list)  # non-blank lines without a valid lowercase prefix
     leaks: list = field(default_factory=list)  # chat-template markers found anywhere
     too_long: bool = False
+    invisible: int = 0  # zero-width, soft-hyphen and direction-control characters (removed before parsing)
+    lookalikes: bool = False  # Cyrillic or Greek letters inside a Latin word
     # Worked out once by `parse_expansion`, since most rules need them.
     by_type: dict = field(default_factory=dict, repr=False)
     analysed: list = field(default_factory=list, repr=False)  # [Line], the first 16 lines
@@ -254,6 +276,10 @@ def parse_expansion(text):
     """Split model output into typed lines; never raises."""
     text = _as_text(text)
     expansion = Expansion()
+    if not text.isascii():
+        expansion.invisible = len(_INVISIBLE_RE.findall(text))
+        expansion.lookalikes = bool(_LOOKALIKE_RE.search(text))
+        text = unicodedata.normalize("NFC", _INVISIBLE_RE.sub("", text))
     if len(text) > MAX_TEXT_CHARS:
         expansion.too_long = True
         text = text[:MAX_TEXT_CHARS]
@@ -263,8 +289,9 @@ def parse_expansion(text):
         if not line:
             continue
         prefix, colon, payload = line.partition(":")
-        if colon and prefix in LINE_TYPES:
-            expansion.lines.append((prefix, payload.strip()))
+        payload = payload.strip()
+        if colon and prefix in LINE_TYPES and not (payload[:1] in "[{" and payload[-1:] in "]}"):
+            expansion.lines.append((prefix, payload))
         else:
             expansion.invalid.append(line)
             if _ROLE_LINE_RE.match(line):
@@ -360,7 +387,7 @@ class QueryInfo:
     script_share: float
 
 
-def _query_entities(query):
+def _query_entities(query, language=None):
     entities = [phrase.strip().lower() for phrase in _QUOTED_RE.findall(query)]
     words = [word.strip(".,;:!?()[]{}\"'") for word in query.replace('"', " ").split()]
     words = [word for word in words if word and not word.startswith("-")]
@@ -371,7 +398,11 @@ def _query_entities(query):
         if not bare or not _LATIN_LETTER_RE.search(bare):
             continue
         technical = _TECHNICAL_RE.search(bare) or (_DIGIT_RE.search(bare) and _LATIN_LETTER_RE.search(bare))
-        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS
+        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS and not _GERMAN_LETTER_RE.search(bare)
+        if capitalised and language == "de":
+            # German capitalises every noun: there only a run of capitals reads as a name ("Angela Merkel").
+            neighbours = words[max(position - 1, 0) : position] + words[position + 1 : position + 2]
+            capitalised = any(word[:1].isupper() and not _GERMAN_LETTER_RE.search(word) for word in neighbours)
         if capitalised and position == 0:
             # A capital at the start of a query is often just the start of a sentence.
             capitalised = bare.lower() not in _SENTENCE_STARTERS
@@ -424,12 +455,14 @@ def analyse_query(query):
     key_terms = tuple(dict.fromkeys(term for term in terms if term not in _ALL_STOPWORDS)) or tuple(
         dict.fromkeys(terms)
     )
-    entities = _query_entities(text)
-    entity_terms = frozenset(term for entity in entities for term in _terms(entity))
     script, share = _script_of(text)
     if share < 0.15:
         script = None
-    language = None if script else _decided_language(_language_votes(text), minimum=2, margin=2)
+    votes = _language_votes(text)
+    language = None if script else _decided_language(votes, minimum=2, margin=2)
+    # Telling German nouns from names needs less evidence than judging the expansion's language.
+    entities = _query_entities(text, language or _decided_language(votes, minimum=1, margin=1))
+    entity_terms = frozenset(term for entity in entities for term in _terms(entity))
     return QueryInfo(
         text.strip(), only, key_terms, _term_index(key_terms), entities, entity_terms, language, script, share
     )
@@ -451,8 +484,9 @@ def find_invalid_lines(expansion):
     return [f"{len(expansion.invalid)} line(s) without a valid lowercase prefix, e.g. {first!r}"]
 
 
-def find_truncation(expansion):
-    """Output cut off mid-line: a dangling last word or punctuation, or an unclosed quote."""
+def find_truncation(expansion, query=None):
+    """Output cut off mid-line: a dangling last word, particle or punctuation, an unclosed quote,
+    or a last word that is only the start of one of the query's words ("configure the ngi")."""
     if expansion.too_long:
         return [f"output longer than {MAX_TEXT_CHARS} characters"]
     if not expansion.lines:
@@ -460,10 +494,28 @@ def find_truncation(expansion):
     last = expansion.lines[-1][1]
     if last and (_DANGLING_END_RE.search(last[-16:]) or last.count('"') % 2 == 1):
         return [f"output ends mid-line: {last[-40:]!r}"]
+    if query and last and last[-1].isalnum() and expansion.analysed:
+        words = expansion.analysed[-1].terms
+        tail = words[-1] if words else ""
+        if len(tail) >= 2 and tail not in query.key_terms and any(
+            term.startswith(tail) and term != tail for term in query.key_terms
+        ):
+            return [f"output ends mid-word: {last[-40:]!r}"]
     return []
 
 
 # ---------------------------------------------------------------- exploits (each multiplies by HACK_FACTOR)
+
+
+def find_hidden_characters(expansion, query):
+    """Zero-width, soft-hyphen or direction-control characters, or Cyrillic/Greek look-alike letters
+    inside Latin words: ways to pad a line or dodge the duplicate check that a reader cannot see."""
+    problems = []
+    if expansion.invisible:
+        problems.append(f"{expansion.invisible} invisible or direction-control character(s)")
+    if expansion.lookalikes:
+        problems.append("look-alike letters from another script inside a word")
+    return problems
 
 
 def find_empty_payloads(expansion, query):
@@ -472,7 +524,7 @@ def find_empty_payloads(expansion, query):
     return [f"empty or punctuation-only payload: {', '.join(empty[:3])}"] if empty else []
 
 
-LENGTH_LIMITS = {"hyde": (25, 500), "lex": (3, 120), "vec": (10, 300)}  # weighted characters
+LENGTH_LIMITS = {"hyde": (25, 500), "lex": (3, 120), "vec": (10, 200)}  # weighted characters
 
 
 def find_bad_lengths(expansion, query):
@@ -499,6 +551,13 @@ def find_too_many_lines(expansion, query):
     ]
 
 
+def find_missing_search_lines(expansion, query):
+    """No line for either search: neither lex nor vec (or, with /only:TYPE, none of that type)."""
+    if query.only:
+        return [] if expansion.of(query.only) else [f"/only:{query.only} asked, but no {query.only} line"]
+    return [] if expansion.of("lex") or expansion.of("vec") else ["no lex or vec line: nothing for BM25 or vectors"]
+
+
 def find_unwanted_types(expansion, query):
     """An /only:TYPE query wants that type of line and nothing else."""
     if not query.only:
@@ -507,13 +566,24 @@ def find_unwanted_types(expansion, query):
     return [f"/only:{query.only} asked, but {', '.join(extra)} lines present"] if extra else []
 
 
+def _jaccard(a, b):
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
 def _same_line(a, b):
     if not a.words or not b.words:
         return False
     if a.terms == b.terms:
         return True
-    if a.kind == b.kind:  # the same words reordered, or one word swapped out of five
-        return len(a.words & b.words) / len(a.words | b.words) >= 0.8
+    if a.kind == b.kind:
+        # The same words reordered, a plural, or one word swapped or added ("a new passport").
+        stems_a, stems_b = {w[:5] for w in a.words}, {w[:5] for w in b.words}
+        all_a, all_b = {t[:5] for t in a.terms}, {t[:5] for t in b.terms}
+        if max(_jaccard(stems_a, stems_b), _jaccard(all_a, all_b)) >= 0.8:
+            return True
+        if _CJK_RE.search(a.text) and _CJK_RE.search(b.text):  # no spaces: compare the characters
+            return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
+        return False
     # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
     return a.words == b.words and abs(len(a.terms) - len(b.terms)) <= 1
 
@@ -529,9 +599,21 @@ def find_duplicates(expansion, query):
 def find_keyword_stuffing(expansion, query):
     """The same word over and over inside one line, to game term-frequency matching."""
     problems = []
+    query_phrase = " ".join(_terms(query.text)) if len(query.key_terms) >= 2 else ""
     for line in expansion.analysed:
+        if line.kind == "hyde" and len(line.terms) >= 8 and _ALL_STOPWORDS.isdisjoint(line.terms) and (
+            not _WIDE_RE.search(line.text) and not any(mark in line.text for mark in ".,;:")
+        ):
+            problems.append("hyde is a bare keyword list, not a passage")
         if len(line.terms) - len(set(line.terms)) < 2:
-            continue  # no word can occur three times
+            continue  # nothing repeats twice: no stuffing possible
+        if query_phrase and " ".join(line.terms).count(query_phrase) >= 2:
+            problems.append(f"the query repeated inside a {line.kind} line")
+            continue
+        trigrams = [tuple(line.terms[i : i + 3]) for i in range(len(line.terms) - 2)]
+        if len(trigrams) != len(set(trigrams)):
+            problems.append(f"a phrase repeated inside a {line.kind} line")
+            continue
         words = [term for term in line.terms if term in line.content and len(term) > 1 and not term.isdigit()]
         if not words:
             continue  # quantities repeat in real text: "feed 1:1:1", "200 g flour, 200 g water"
@@ -562,6 +644,17 @@ def find_query_echo(expansion, query):
     return []
 
 
+def find_reasoning_chatter(expansion, query):
+    """Talk about the task inside the lines ("Sure! Here's a passage", "I think the keywords are",
+    "the user wants"): the model is thinking aloud instead of writing search lines."""
+    if expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) and " # " not in expansion.lowered:
+        return []
+    if not _CHATTER_RE.search(expansion.lowered) or _CHATTER_RE.search(query.text):
+        return []
+    chatter = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _CHATTER_RE.search(payload)]
+    return [f"reasoning chatter in {', '.join(chatter[:2])}"] if chatter else []
+
+
 def find_generic_filler(expansion, query):
     """Filler phrases that match every document equally ("information about", "guide tips")."""
     if expansion.distinct_terms.isdisjoint(_FILLER_FIRST_WORDS) or not _FILLER_RE.search(expansion.lowered):
@@ -573,10 +666,18 @@ def find_generic_filler(expansion, query):
 
 
 def _is_grounded(line, expansion, query):
-    return not expansion.query_words(query).isdisjoint(line.terms)
+    """A line holds a key term of the query (or a close variant), or one of its named entities."""
+    if not expansion.query_words(query).isdisjoint(line.terms):
+        return True
+    lowered = line.text.lower()
+    return any(_has_entity(lowered, entity, line.terms) for entity in query.entities if " " in entity)
 
 
-def _has_entity(text, entity):
+def _has_entity(text, entity, terms=None):
+    """Plain names must appear as whole words ("Fuji" is not in "mountain"); technical names such as
+    C++ or node.js as written, or with their punctuation dropped (nodejs)."""
+    if entity.isalnum() and terms is not None:
+        return entity in terms
     if entity in text:
         return True
     squashed_entity = _NON_WORD_RE.sub("", entity)
@@ -590,13 +691,19 @@ def find_off_topic(expansion, query):
     matched = _term_index(expansion.query_words(query))  # the variant relation is symmetric
     covered = {term for term in query.key_terms if _is_variant(term, matched)}
     problems = []
-    if len(covered) * 2 < len(query.key_terms):
+    # Half of the key terms; a long question may be paraphrased, so three of them are enough.
+    if len(covered) < min((len(query.key_terms) + 1) // 2, 3):
         problems.append(f"covers {len(covered)}/{len(query.key_terms)} of the query's key terms")
-    if query.entities and not any(_has_entity(expansion.lowered, entity) for entity in query.entities):
+    if query.entities and not any(
+        _has_entity(expansion.lowered, entity, expansion.distinct_terms) for entity in query.entities
+    ):
         problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
     topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
-    if query.entities and topic_terms and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
-        problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
+    # With one topic word and a line or two, a synonym is fair ("defeat" ~ "lose"); across three or
+    # more lines, an expansion that never names the topic has changed it.
+    if query.entities and (len(topic_terms) >= 2 or (topic_terms and len(expansion.lines) >= 3)):
+        if sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
+            problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
     lex = [line for line in expansion.analysed if line.kind == "lex"]
     grounded = sum(_is_grounded(line, expansion, query) for line in lex)
     if lex and grounded * 2 < len(lex):
@@ -628,9 +735,12 @@ def find_wrong_language(expansion, query):
 
 
 HACK_RULES = (
+    find_hidden_characters,
+    find_reasoning_chatter,
     find_empty_payloads,
     find_bad_lengths,
     find_too_many_lines,
+    find_missing_search_lines,
     find_unwanted_types,
     find_duplicates,
     find_keyword_stuffing,
@@ -715,8 +825,10 @@ def quality_points(expansion, query):
     elif "lex" not in wanted or not query.key_terms:
         points += 6
     if query.entities:
-        entity_text = " ".join(line.text for line in lex).lower() if "lex" in wanted and lex else expansion.lowered
-        missing = [entity for entity in query.entities if not _has_entity(entity_text, entity)]
+        entity_lines = lex if "lex" in wanted and lex else expansion.analysed
+        entity_text = " ".join(line.text for line in entity_lines).lower()
+        entity_terms = set().union(*(line.terms for line in entity_lines))
+        missing = [entity for entity in query.entities if not _has_entity(entity_text, entity, entity_terms)]
         points += 6 * (1 - len(missing) / len(query.entities))
         if missing:
             notes.append(f"entities missing from lex lines: {', '.join(missing)}")
@@ -744,14 +856,7 @@ def _reads_naturally(line):
 
 def no_think_points(expansion, query):
     """10: no reasoning chatter ("let me", "the user wants") inside the lines."""
-    if expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) or not _CHATTER_RE.search(expansion.lowered):
-        return 10.0, []
-    if _CHATTER_RE.search(query.text):
-        return 10.0, []
-    chatter = [payload for _, payload in expansion.lines if _CHATTER_RE.search(payload)]
-    if chatter:
-        return 0.0, [f"reasoning chatter: {chatter[0][:50]!r}"]
-    return 10.0, []
+    return (0.0, ["no-think bonus lost to reasoning chatter"]) if find_reasoning_chatter(expansion, query) else (10.0, [])
 
 
 POINT_RULES = (
@@ -783,7 +888,7 @@ def score_expansion_detailed(query, text):
 
 
 def _score(query, expansion):
-    hard = find_leakage(expansion) + find_invalid_lines(expansion) + find_truncation(expansion)
+    hard = find_leakage(expansion) + find_invalid_lines(expansion) + find_truncation(expansion, query)
     if hard:
         return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
                 "hacks": [], "deductions": hard}
