@@ -69,3 +69,11 @@ demo: fetch-smollm2
 # evaluate a model on the held-out queries: just eval outputs/demo/sft/merged
 eval model *args: setup
     {{python}} jobs/eval.py --model {{model}} {{args}}
+
+# batched vs one-at-a-time generation on CPU with SmolLM2-135M (goal >= 5x)
+bench-eval: fetch-smollm2
+    {{python}} scripts/bench_eval.py --model {{smollm2}}
+
+# run each job alone from an empty folder with uv (--help, --dry-run), as HF Jobs would
+standalone:
+    scripts/check_standalone.sh

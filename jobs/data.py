@@ -70,6 +70,7 @@ _ROLE_LINE_RE = re.compile(r"^(?:assistant|user|system)\s*:?\s*$|^(?:assistant|u
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
 _ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_WORD_RE = re.compile(r"[^\W_]+")
 _TOKEN_RE = re.compile(rf"[{_CJK}]+|[{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+")
 _CJK_RE = re.compile(rf"[{_CJK}]")
 _HANGUL_RE = re.compile(rf"[{_HANGUL}]")
@@ -89,6 +90,7 @@ _ANY_SCRIPT_RE = re.compile(
 )
 _TECHNICAL_RE = re.compile(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$")  # C++, node.js, CamelCase, AWS
 _DIGIT_RE = re.compile(r"\d")
+_ACRONYM_RE = re.compile(r"\b[A-Z]{2,}\b")
 _GERMAN_LETTER_RE = re.compile("[äöüß]")
 _LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _NON_WORD_RE = re.compile(r"\W")
@@ -108,8 +110,9 @@ _FILLER_RE = re.compile(
 _FILLER_FIRST_WORDS = set("information info details guide tips learn everything complete ultimate comprehensive general "
                           "related various key all informationen thema tipps alles tout informations todo información "
                           "guía tudo informações guia".split())
-_CHATTER_FIRST_WORDS = set("let user here okay sure hmm hmmm wait actually ai model think ll will would can cannot "
-                           "note query captures keyword keywords main matching passage expanded".split())
+# Words one of which every chatter pattern contains: most lines hold none, and skip the regex.
+_CHATTER_FIRST_WORDS = set("let user here okay sure hmm hmmm wait actually ai language assume expand generate provide "
+                           "access browse query captures capture keyword keywords matching passage expanded".split())
 _CHATTER_RE = re.compile(
     r"\b(?:let me|the user\b|here(?:'s| is| are)\b|okay,? (?:so|let)|sure[!,.]|hmm+\b|wait[,.!]|actually,"
     r"|as an ai\b|language model\b|i(?:'ll| will| would) (?:assume|expand|generate|write|provide|now|try)"
@@ -119,7 +122,7 @@ _CHATTER_RE = re.compile(
     re.IGNORECASE,
 )
 _DANGLING_END_RE = re.compile(
-    r"(?:[,:;(\[{]|\b(?:the|a|an|and|or|of|but|because|than|when|while|which|if|your|my|our|their|its"
+    r"(?:[,:;(\[{]|\b(?:the|and|or|of|but|because|than|when|while|which|if|your|my|our|their|its"
     r"|der|die|das|und|le|la|les|et|el|los|y)"
     r"|[のがをとや的和或])$",
     re.IGNORECASE,
@@ -211,13 +214,20 @@ _FILLER_WORDS = set(
 class Line:
     """One typed line with its words worked out once, since every rule looks at them."""
 
-    __slots__ = ("kind", "text", "terms", "content", "words")
+    __slots__ = ("kind", "text", "terms", "content", "words", "stems", "all_stems")
 
     def __init__(self, kind, text):
         self.kind, self.text = kind, text
         self.terms = _terms(text)
         self.content = set(self.terms) - _ALL_STOPWORDS  # distinct words that carry meaning
-        self.words = self.content - _FILLER_WORDS
+        self.words = self.content if self.content.isdisjoint(_FILLER_WORDS) else self.content - _FILLER_WORDS
+        self.stems = self.all_stems = None  # worked out when a line is compared with one of its type
+
+    def stem_sets(self):
+        if self.stems is None:  # plurals and verb forms compare equal
+            self.stems = {word[:5] for word in self.words}
+            self.all_stems = {term[:5] for term in self.terms}
+        return self.stems, self.all_stems
 
 
 @dataclass
@@ -252,8 +262,7 @@ class Expansion:
         self.analysed = [Line(kind, payload) for kind, payload in self.lines[:16]]
         self.distinct_terms = set().union(*(line.terms for line in self.analysed))
         self.lowered = " ".join(line.text for line in self.analysed).lower()
-        lines = self.analysed
-        self.duplicate_pairs = [(a, b) for i, a in enumerate(lines) for b in lines[i + 1 :] if _same_line(a, b)]
+        self.duplicate_pairs = _duplicate_pairs(self.analysed)
 
     def query_words(self, query):
         """The expansion's words that are the query's key terms or close variants of them."""
@@ -283,7 +292,8 @@ def parse_expansion(text):
     if len(text) > MAX_TEXT_CHARS:
         expansion.too_long = True
         text = text[:MAX_TEXT_CHARS]
-    expansion.leaks = sorted(set(match.group(0) for match in _LEAK_RE.finditer(text)))
+    if "<" in text or "[" in text:  # every leak pattern starts with one of these
+        expansion.leaks = sorted(set(match.group(0) for match in _LEAK_RE.finditer(text)))
     for raw_line in text.replace("\r", "\n").split("\n"):
         line = raw_line.strip()
         if not line:
@@ -315,6 +325,8 @@ def _terms(text):
         text = _POSSESSIVE_RE.sub("", text)
     if text.isascii():
         return _ASCII_TOKEN_RE.findall(text)
+    if not _WIDE_RE.search(text):  # accents, umlauts, Cyrillic...: words, no bigrams needed
+        return _WORD_RE.findall(text)
     terms = []
     for token in _TOKEN_RE.findall(text):
         if _CJK_RE.match(token):
@@ -380,6 +392,7 @@ class QueryInfo:
     only: str | None  # "lex", "vec", "hyde" or None
     key_terms: tuple
     key_index: tuple  # `_term_index` of key_terms
+    phrase: str  # the query's words joined by single spaces
     entities: tuple  # lowercased named entities, quoted phrases and technical terms
     entity_terms: frozenset
     language: str | None  # latin-script language code when the query says which
@@ -452,7 +465,8 @@ def analyse_query(query):
     only = match.group(1).lower() if match else None
     text = query[: match.start()] if match else query
     terms = _terms(text)
-    key_terms = tuple(dict.fromkeys(term for term in terms if term not in _ALL_STOPWORDS)) or tuple(
+    acronyms = {word.lower() for word in _ACRONYM_RE.findall(text)}  # DAS, NAS, ESTA: not stopwords here
+    key_terms = tuple(dict.fromkeys(t for t in terms if t not in _ALL_STOPWORDS or t in acronyms)) or tuple(
         dict.fromkeys(terms)
     )
     script, share = _script_of(text)
@@ -464,7 +478,8 @@ def analyse_query(query):
     entities = _query_entities(text, language or _decided_language(votes, minimum=1, margin=1))
     entity_terms = frozenset(term for entity in entities for term in _terms(entity))
     return QueryInfo(
-        text.strip(), only, key_terms, _term_index(key_terms), entities, entity_terms, language, script, share
+        text.strip(), only, key_terms, _term_index(key_terms), " ".join(terms), entities, entity_terms, language,
+        script, share
     )
 
 
@@ -538,8 +553,8 @@ def find_bad_lengths(expansion, query):
             problems.append(f"{line.kind} line too short ({length} chars): {line.text!r}")
         elif length > high:
             problems.append(f"{line.kind} line too long ({length} chars)")
-        elif line.kind == "lex" and len(line.terms) > 14:
-            problems.append(f"lex line has {len(line.terms)} words: a keyword phrase is short")
+        elif line.kind == "lex" and _word_count(line) > 14:
+            problems.append(f"lex line has {_word_count(line)} words: a keyword phrase is short")
     return problems
 
 
@@ -571,6 +586,22 @@ def _jaccard(a, b):
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
+def _duplicate_pairs(lines):
+    """Pairs of repeated lines. Across types only the same words can repeat, so those are found by
+    hashing; the fuzzier same-type comparison runs on the few pairs of one type."""
+    pairs, seen = [], {}
+    for line in lines:
+        if not line.words:
+            continue
+        for other in seen.get(frozenset(line.words), ()):
+            if other.kind != line.kind and _same_line(other, line):
+                pairs.append((other, line))
+        seen.setdefault(frozenset(line.words), []).append(line)
+    for i, a in enumerate(lines):
+        pairs.extend((a, b) for b in lines[i + 1 :] if b.kind == a.kind and _same_line(a, b))
+    return pairs
+
+
 def _same_line(a, b):
     if not a.words or not b.words:
         return False
@@ -578,9 +609,8 @@ def _same_line(a, b):
         return True
     if a.kind == b.kind:
         # The same words reordered, a plural, or one word swapped or added ("a new passport").
-        stems_a, stems_b = {w[:5] for w in a.words}, {w[:5] for w in b.words}
-        all_a, all_b = {t[:5] for t in a.terms}, {t[:5] for t in b.terms}
-        if max(_jaccard(stems_a, stems_b), _jaccard(all_a, all_b)) >= 0.8:
+        (stems_a, all_a), (stems_b, all_b) = a.stem_sets(), b.stem_sets()
+        if _jaccard(stems_a, stems_b) >= 0.8 or _jaccard(all_a, all_b) >= 0.8:
             return True
         if _CJK_RE.search(a.text) and _CJK_RE.search(b.text):  # no spaces: compare the characters
             return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
@@ -600,7 +630,7 @@ def find_duplicates(expansion, query):
 def find_keyword_stuffing(expansion, query):
     """The same word over and over inside one line, to game term-frequency matching."""
     problems = []
-    query_phrase = " ".join(_terms(query.text)) if len(query.key_terms) >= 2 else ""
+    query_phrase = query.phrase if len(query.key_terms) >= 2 else ""
     for line in expansion.analysed:
         if line.kind == "hyde" and len(line.terms) >= 8 and _ALL_STOPWORDS.isdisjoint(line.terms) and (
             not _WIDE_RE.search(line.text) and not any(mark in line.text for mark in ".,;:")
@@ -841,11 +871,16 @@ def quality_points(expansion, query):
             notes.append("a vec line is a bare keyword list, not natural language")
     elif "vec" not in wanted:
         points += 4
-    if any(len(line.terms) > 10 for line in lex):
+    if any(_word_count(line) > 10 for line in lex):
         notes.append("a lex line reads like a sentence, not keywords")
     else:
         points += 4
     return points, notes
+
+
+def _word_count(line):
+    """Words in a line; CJK text counts its space-separated chunks, not its character bigrams."""
+    return len(line.text.split()) if _WIDE_RE.search(line.text) else len(line.terms)
 
 
 def _reads_naturally(line):
@@ -1298,9 +1333,13 @@ def query_key(query):
 
 
 def query_stems(query):
-    """Content words cut to 4 letters, so plural and verb forms match (feed ~ feeding)."""
-    terms = [term for term in _terms(analyse_query(query).text) if term not in _ALL_STOPWORDS] or _terms(query)
-    return frozenset(term[:4] for term in terms)
+    """Content words cut to 4 letters, so plural and verb forms match (feed ~ feeding). The /only mode
+    and -negated words are kept apart: the same words under another mode, or excluded, ask for
+    something else."""
+    info = analyse_query(query)
+    negated = {word.lower() for word in re.findall(r"(?:^|\s)-(\w+)", info.text)}
+    terms = [term for term in _terms(info.text) if term not in _ALL_STOPWORDS] or _terms(query)
+    return info.only, frozenset(("-" if term in negated else "") + term[:4] for term in terms)
 
 
 def near_duplicates(left, right=None, threshold=0.8):
@@ -1308,19 +1347,19 @@ def near_duplicates(left, right=None, threshold=0.8):
 
     Within one list when `right` is None, else between the lists.
     """
-    stems_left = [query_stems(q) for q in left]
-    stems_right = stems_left if right is None else [query_stems(q) for q in right]
+    keys_left = [query_stems(q) for q in left]
+    keys_right = keys_left if right is None else [query_stems(q) for q in right]
     by_stem = {}
-    for j, stems in enumerate(stems_right):
+    for j, (mode, stems) in enumerate(keys_right):
         for stem in stems:
-            by_stem.setdefault(stem, []).append(j)
+            by_stem.setdefault((mode, stem), []).append(j)
     pairs = []
-    for i, stems in enumerate(stems_left):
-        candidates = {j for stem in stems for j in by_stem.get(stem, ())}
+    for i, (mode, stems) in enumerate(keys_left):
+        candidates = {j for stem in stems for j in by_stem.get((mode, stem), ())}
         for j in sorted(candidates):
             if right is None and j <= i:
                 continue
-            other = stems_right[j]
+            other = keys_right[j][1]
             similarity = len(stems & other) / len(stems | other)
             if similarity >= threshold:
                 pairs.append((i, j, similarity))

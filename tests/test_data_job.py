@@ -133,3 +133,16 @@ def test_push_without_token_fails_fast_and_dry_run_shows_the_card(tmp_path):
     dry = run("push", str(data), "--repo-id", "me/data", "--out", str(tmp_path / "ds"), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "push plan: me/data" in dry.stdout and "# me/data" in dry.stdout and "dry run: nothing pushed" in dry.stdout
+
+
+def test_other_modes_and_negations_are_not_duplicates(tmp_path):
+    only = example("kombucha scoby mold /only:lex")
+    only["output"] = [["lex", "kombucha scoby mold fuzzy"], ["lex", "scoby white spots yeast"]]
+    data = write_jsonl(tmp_path / "a.jsonl", [
+        example("kombucha scoby mold"),
+        only,
+        example('"out of memory" pytorch -training'),
+        example("out of memory pytorch training"),
+    ])
+    result = run("check", str(data), "--eval", str(tmp_path / "absent.txt"))
+    assert result.returncode == 0, result.stdout

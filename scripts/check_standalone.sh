@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Each job alone in an empty folder, run by uv from its PEP 723 header (as `hf jobs uv run` does):
+# --help, then a dry run on a copied JSONL file. Nothing from the repository is importable there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+with=()
+# Where a CPU torch wheel lies on disk (this project's dev machines), use it instead of PyPI's CUDA build.
+wheel=$(ls /opt/wheels/torch-*+cpu-*.whl 2>/dev/null | head -n 1 || true)
+if [ -n "$wheel" ]; then
+    export UV_FIND_LINKS=/opt/wheels
+    version=$(basename "$wheel" | sed -E 's/^torch-([0-9.]+)\+cpu.*/\1/')
+    with=(--with "torch==$version" --python 3.11)
+fi
+command -v uv >/dev/null || python3 -m pip install --quiet uv
+for job in data eval sft; do cp "$root/jobs/$job.py" "$work/"; done
+cp "$root/tests/fixtures/train.jsonl" "$work/train.jsonl"
+cd "$work"
+ls
+for job in data eval sft; do
+    echo "== uv run $job.py --help"
+    uv run --quiet "${with[@]}" --script "$job.py" --help | head -n 5
+done
+echo "== uv run data.py validate train.jsonl"
+uv run --quiet "${with[@]}" --script data.py validate train.jsonl
+echo "== uv run sft.py --dry-run --dataset train.jsonl"
+uv run --quiet "${with[@]}" --script sft.py --dry-run --dataset train.jsonl
+echo "standalone: ok"
