@@ -1327,9 +1327,15 @@ def language_of(row):
 # ---------------------------------------------------------------- near-duplicates
 
 
+def _negated_words(text):
+    return {word.lower() for word in re.findall(r"(?:^|\s)-(\w+)", text)}
+
+
 def query_key(query):
-    """Case, punctuation and spacing folded: two queries with equal keys are the same query."""
-    return " ".join(_terms(query))
+    """Case, punctuation and spacing folded, mode and -negation kept: equal keys are the same query."""
+    info = analyse_query(query)
+    negated = _negated_words(info.text)
+    return f"{info.only or ''}|" + " ".join(("-" if term in negated else "") + term for term in _terms(info.text))
 
 
 def query_stems(query):
@@ -1337,7 +1343,7 @@ def query_stems(query):
     and -negated words are kept apart: the same words under another mode, or excluded, ask for
     something else."""
     info = analyse_query(query)
-    negated = {word.lower() for word in re.findall(r"(?:^|\s)-(\w+)", info.text)}
+    negated = _negated_words(info.text)
     terms = [term for term in _terms(info.text) if term not in _ALL_STOPWORDS] or _terms(query)
     return info.only, frozenset(("-" if term in negated else "") + term[:4] for term in terms)
 
