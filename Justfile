@@ -63,7 +63,7 @@ fetch-smollm2: setup
 
 # the CPU demo: base SmolLM2-135M vs LoRA-tuned on the held-out queries, scored (about 20 minutes on 2 cores)
 demo: fetch-smollm2
-    {{python}} jobs/eval.py --model {{smollm2}} --report outputs/demo/base-eval.json --max_new_tokens 160 --batch_size 24 --threads 2
+    {{python}} jobs/eval.py --model {{smollm2}} --report outputs/demo/base-eval.json --max_new_tokens 160 --batch_size 24 --repetition_penalty 1.15 --threads 2
     {{python}} jobs/sft.py --config configs/sft-demo.yaml
 
 # evaluate a model on the held-out queries: just eval outputs/demo/sft/merged

@@ -1078,8 +1078,12 @@ def chat_prompt(tokenizer, query):
     )
 
 
-def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
-    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second)."""
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                        repetition_penalty=1.0):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
+
+    repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
+    loops greedy decoding falls into; 1.0 is plain greedy."""
     import time
 
     import torch
@@ -1099,7 +1103,7 @@ def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                top_k=None, pad_token_id=tokenizer.pad_token_id,
+                top_k=None, pad_token_id=tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
             )
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         for i, row in zip(indices, new_tokens):
@@ -1169,10 +1173,11 @@ def compare_summaries(new, old, new_name="new", old_name="old"):
     return "\n".join(lines)
 
 
-def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                   repetition_penalty=1.0):
     """Generate, score and summarise: (rows, summary, tokens per second)."""
     texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
-                                                   max_new_tokens, log)
+                                                   max_new_tokens, log, repetition_penalty)
     rows = score_rows(queries, texts)
     return rows, summarise(rows), tokens_per_second
 

@@ -17,7 +17,7 @@ changes batched outputs. The report (JSON) holds every output with its score bre
 # requires-python = ">=3.10"
 # dependencies = [
 #     "torch>=2.4",
-#     "transformers>=4.56",
+#     "transformers>=5.0",
 #     "peft>=0.17",
 #     "accelerate>=1.0",
 #     "gguf>=0.10",
@@ -1097,8 +1097,12 @@ def chat_prompt(tokenizer, query):
     )
 
 
-def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
-    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second)."""
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                        repetition_penalty=1.0):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
+
+    repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
+    loops greedy decoding falls into; 1.0 is plain greedy."""
     import time
 
     import torch
@@ -1118,7 +1122,7 @@ def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                top_k=None, pad_token_id=tokenizer.pad_token_id,
+                top_k=None, pad_token_id=tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
             )
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         for i, row in zip(indices, new_tokens):
@@ -1188,10 +1192,11 @@ def compare_summaries(new, old, new_name="new", old_name="old"):
     return "\n".join(lines)
 
 
-def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                   repetition_penalty=1.0):
     """Generate, score and summarise: (rows, summary, tokens per second)."""
     texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
-                                                   max_new_tokens, log)
+                                                   max_new_tokens, log, repetition_penalty)
     rows = score_rows(queries, texts)
     return rows, summarise(rows), tokens_per_second
 
@@ -1208,6 +1213,7 @@ class EvalConfig:
     compare: str | None = field(default=None, metadata={"help": "an earlier report to print deltas against"})
     batch_size: int = field(default=16, metadata={"help": "queries per generate() call"})
     max_new_tokens: int = field(default=256)
+    repetition_penalty: float = field(default=1.0, metadata={"help": "1.0 is plain greedy; ~1.1-1.15 as llama.cpp"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N queries"})
     threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: all)"})
     worst: int = field(default=5, metadata={"help": "how many of the worst outputs to print"})
@@ -1229,18 +1235,22 @@ def run_eval(config):
     queries = load_eval_queries(config.queries)[: config.limit]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    print(f"eval: {len(queries)} queries, model {config.model}, {device}, {dtype}", flush=True)
+    print(f"eval: {len(queries)} queries, model {config.model}, {device}, {dtype}, greedy, "
+          f"repetition penalty {config.repetition_penalty:g}", flush=True)
     model, tokenizer = load_causal_lm(config.model, config.adapter, dtype=dtype)
     model.to(device)
     start = time.time()
     rows, summary, tokens_per_second = evaluate_model(
-        model, tokenizer, queries, config.batch_size, config.max_new_tokens, log=lambda m: print(m, flush=True)
+        model, tokenizer, queries, config.batch_size, config.max_new_tokens, log=lambda m: print(m, flush=True),
+        repetition_penalty=config.repetition_penalty,
     )
     report = {
         "model": config.model,
         "adapter": config.adapter,
         "queries": config.queries or ("evals/queries.txt" if os.path.exists("evals/queries.txt") else "built-in"),
         "device": device,
+        "decoding": {"greedy": True, "repetition_penalty": config.repetition_penalty,
+                     "max_new_tokens": config.max_new_tokens},
         "seconds": round(time.time() - start, 1),
         "tokens_per_second": round(tokens_per_second, 1),
         "summary": summary,

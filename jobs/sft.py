@@ -22,7 +22,7 @@ REPO already holds (--force overrides); without HF_TOKEN it fails before loading
 # requires-python = ">=3.10"
 # dependencies = [
 #     "torch>=2.4",
-#     "transformers>=4.56",
+#     "transformers>=5.0",
 #     "trl>=0.24",
 #     "peft>=0.17",
 #     "datasets>=3.0",
@@ -1109,8 +1109,12 @@ def chat_prompt(tokenizer, query):
     )
 
 
-def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
-    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second)."""
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                        repetition_penalty=1.0):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
+
+    repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
+    loops greedy decoding falls into; 1.0 is plain greedy."""
     import time
 
     import torch
@@ -1130,7 +1134,7 @@ def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                top_k=None, pad_token_id=tokenizer.pad_token_id,
+                top_k=None, pad_token_id=tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
             )
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         for i, row in zip(indices, new_tokens):
@@ -1200,10 +1204,11 @@ def compare_summaries(new, old, new_name="new", old_name="old"):
     return "\n".join(lines)
 
 
-def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print):
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                   repetition_penalty=1.0):
     """Generate, score and summarise: (rows, summary, tokens per second)."""
     texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
-                                                   max_new_tokens, log)
+                                                   max_new_tokens, log, repetition_penalty)
     rows = score_rows(queries, texts)
     return rows, summarise(rows), tokens_per_second
 
@@ -1231,6 +1236,7 @@ PRODUCTION_TRAINING = dict(
     save_total_limit=2,
     report_to="none",
     seed=42,
+    train_sampling_strategy="group_by_length",  # similar lengths share a batch: far less padding
 )
 
 
@@ -1247,6 +1253,7 @@ class JobArguments:
     lora_target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
     eval_batch_size: int = 16
     eval_max_new_tokens: int = 256
+    eval_repetition_penalty: float = field(default=1.0, metadata={"help": "1.0 is plain greedy decoding"})
     eval_limit: int | None = field(default=None, metadata={"help": "score only the first N held-out queries"})
     baseline_report: str | None = field(default=None, metadata={"help": "eval report of the base model to compare"})
     skip_eval: bool = field(default=False, metadata={"help": "no held-out eval at the end (tests)"})
@@ -1529,11 +1536,14 @@ def run_heldout_eval(job, model, tokenizer):
     queries = load_eval_queries(job.eval_queries)[: job.eval_limit]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
-    log(f"eval: {len(queries)} held-out queries")
+    log(f"eval: {len(queries)} held-out queries, greedy, repetition penalty {job.eval_repetition_penalty:g}")
     rows, summary, tokens_per_second = evaluate_model(model, tokenizer, queries, job.eval_batch_size,
-                                                      job.eval_max_new_tokens, log=log)
+                                                      job.eval_max_new_tokens, log=log,
+                                                      repetition_penalty=job.eval_repetition_penalty)
     print(format_summary(summary, rows), flush=True)
-    return {"summary": summary, "rows": rows, "tokens_per_second": round(tokens_per_second, 1)}
+    decoding = {"greedy": True, "repetition_penalty": job.eval_repetition_penalty,
+                "max_new_tokens": job.eval_max_new_tokens}
+    return {"summary": summary, "rows": rows, "decoding": decoding, "tokens_per_second": round(tokens_per_second, 1)}
 
 
 # ---------------------------------------------------------------- card and push
@@ -1553,7 +1563,8 @@ def model_card(job, training, stats, metrics, report, source, baseline=None):
         for name, block in (list(report["summary"]["categories"].items()) + [("**overall**", overall)] if report else [])
     )
     eval_section = (f"| category | queries | avg reward | format pass |\n|---|---|---|---|\n{table}\n\n"
-                    f"Greedy decoding; scored by the project's reward.py (see SCORING.md)."
+                    f"Greedy decoding, repetition penalty {job.eval_repetition_penalty:g}, at most "
+                    f"{job.eval_max_new_tokens} new tokens; scored by the project's reward.py (see SCORING.md)."
                     if report else "Not evaluated (--skip_eval).")
     base = job.model if not job.model.endswith(".gguf") else os.path.basename(job.model)
     return f"""---
