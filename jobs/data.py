@@ -43,7 +43,7 @@ import functools
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PROMPT_TEMPLATE = "/no_think Expand this search query: {query}"
 LINE_TYPES = ("hyde", "lex", "vec")
@@ -128,6 +128,7 @@ _DANGLING_END_RE = re.compile(
     re.IGNORECASE,
 )
 _INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CYRILLIC_RE = re.compile("[\u0400-\u04ff]")
 _LOOKALIKE_RE = re.compile("[a-zA-Z][\u0400-\u04ff]|[\u0400-\u04ff][a-zA-Z]")  # Cyrillic inside a Latin word
 
 _STOPWORDS = {
@@ -214,10 +215,11 @@ _FILLER_WORDS = set(
 class Line:
     """One typed line with its words worked out once, since every rule looks at them."""
 
-    __slots__ = ("kind", "text", "terms", "content", "words", "stems", "all_stems")
+    __slots__ = ("kind", "text", "wide", "terms", "content", "words", "stems", "all_stems")
 
     def __init__(self, kind, text):
         self.kind, self.text = kind, text
+        self.wide = not text.isascii() and bool(_WIDE_RE.search(text))  # holds CJK or Hangul
         self.terms = _terms(text)
         self.content = set(self.terms) - _ALL_STOPWORDS  # distinct words that carry meaning
         self.words = self.content if self.content.isdisjoint(_FILLER_WORDS) else self.content - _FILLER_WORDS
@@ -230,24 +232,27 @@ class Line:
         return self.stems, self.all_stems
 
 
-@dataclass
 class Expansion:
     """An expansion split into its typed lines, with everything that breaks the format."""
 
-    lines: list = field(default_factory=list)  # [(type, payload)] in output order
-    invalid: list = field(default_factory=list)  # non-blank lines without a valid lowercase prefix
-    leaks: list = field(default_factory=list)  # chat-template markers found anywhere
-    too_long: bool = False
-    invisible: int = 0  # zero-width, soft-hyphen and direction-control characters (removed before parsing)
-    lookalikes: bool = False  # Cyrillic or Greek letters inside a Latin word
-    # Worked out once by `parse_expansion`, since most rules need them.
-    by_type: dict = field(default_factory=dict, repr=False)
-    analysed: list = field(default_factory=list, repr=False)  # [Line], the first 16 lines
-    distinct_terms: set = field(default_factory=set, repr=False)
-    lowered: str = field(default="", repr=False)
-    duplicate_pairs: list = field(default_factory=list, repr=False)
-    _matched_query: object = field(default=None, repr=False)
-    _matched: set = field(default_factory=set, repr=False)
+    __slots__ = ("lines", "invalid", "leaks", "too_long", "invisible", "lookalikes", "by_type", "analysed",
+                 "distinct_terms", "lowered", "duplicate_pairs", "_matched_query", "_matched")
+
+    def __init__(self):
+        self.lines = []  # [(type, payload)] in output order
+        self.invalid = []  # non-blank lines without a valid lowercase prefix
+        self.leaks = []  # chat-template markers found anywhere
+        self.too_long = False
+        self.invisible = 0  # zero-width, soft-hyphen and direction-control characters (removed before parsing)
+        self.lookalikes = False  # Cyrillic letters inside a Latin word
+        # Worked out once by `parse_expansion`, since most rules need them.
+        self.by_type = {}
+        self.analysed = []  # [Line], the first 16 lines
+        self.distinct_terms = set()
+        self.lowered = ""
+        self.duplicate_pairs = []
+        self._matched_query = None
+        self._matched = set()
 
     def of(self, kind):
         return self.by_type.get(kind, [])
@@ -287,7 +292,7 @@ def parse_expansion(text):
     expansion = Expansion()
     if not text.isascii():
         expansion.invisible = len(_INVISIBLE_RE.findall(text))
-        expansion.lookalikes = bool(_LOOKALIKE_RE.search(text))
+        expansion.lookalikes = bool(_CYRILLIC_RE.search(text) and _LOOKALIKE_RE.search(text))
         text = unicodedata.normalize("NFC", _INVISIBLE_RE.sub("", text))
     if len(text) > MAX_TEXT_CHARS:
         expansion.too_long = True
@@ -593,10 +598,11 @@ def _duplicate_pairs(lines):
     for line in lines:
         if not line.words:
             continue
-        for other in seen.get(frozenset(line.words), ()):
+        key = frozenset(line.words)
+        for other in seen.get(key, ()):
             if other.kind != line.kind and _same_line(other, line):
                 pairs.append((other, line))
-        seen.setdefault(frozenset(line.words), []).append(line)
+        seen.setdefault(key, []).append(line)
     for i, a in enumerate(lines):
         pairs.extend((a, b) for b in lines[i + 1 :] if b.kind == a.kind and _same_line(a, b))
     return pairs
@@ -612,7 +618,7 @@ def _same_line(a, b):
         (stems_a, all_a), (stems_b, all_b) = a.stem_sets(), b.stem_sets()
         if _jaccard(stems_a, stems_b) >= 0.8 or _jaccard(all_a, all_b) >= 0.8:
             return True
-        if _CJK_RE.search(a.text) and _CJK_RE.search(b.text):  # no spaces: compare the characters
+        if a.wide and b.wide and _CJK_RE.search(a.text):  # no spaces: compare the characters
             return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
         return False
     # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
@@ -880,11 +886,11 @@ def quality_points(expansion, query):
 
 def _word_count(line):
     """Words in a line; CJK text counts its space-separated chunks, not its character bigrams."""
-    return len(line.text.split()) if _WIDE_RE.search(line.text) else len(line.terms)
+    return len(line.text.split()) if line.wide else len(line.terms)
 
 
 def _reads_naturally(line):
-    if _WIDE_RE.search(line.text):
+    if line.wide:
         return _weighted_length(line.text) >= 10
     return len(line.terms) >= 4 or (len(line.terms) >= 3 and not _ALL_STOPWORDS.isdisjoint(line.terms))
 
