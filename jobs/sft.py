@@ -1108,6 +1108,21 @@ def load_causal_lm(model, adapters=(), dtype=None, log=print):
     return lm, tokenizer
 
 
+def hub_token():
+    """HF_TOKEN, else the token `hf auth login` saved, else None: jobs check it before any work."""
+    import os
+
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # huggingface_hub missing or unreadable config: no token
+        return None
+
+
 def chat_prompt(tokenizer, query):
     """The prompt string every stage feeds the model: its chat template, one user turn, no thinking."""
     return tokenizer.apply_chat_template(
@@ -1317,18 +1332,6 @@ def parse_arguments(argv=None):
             raise SystemExit(f"--config: no such file: {config_path}")
     job, training = parser.parse_args_and_config(args=argv)
     return job, training
-
-
-def hub_token():
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        return token
-    try:
-        from huggingface_hub import get_token
-
-        return get_token()
-    except Exception:
-        return None
 
 
 def check_push_target(job):
