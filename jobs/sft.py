@@ -652,19 +652,23 @@ def find_keyword_stuffing(expansion, query):
         if query_phrase and " ".join(line.terms).count(query_phrase) >= 2:
             problems.append(f"the query repeated inside a {line.kind} line")
             continue
-        words = [term for term in line.terms if not term.isdigit()]  # "@8.8.8.8" is an address, not stuffing
-        trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-        if line.kind != "hyde" and len(trigrams) != len(set(trigrams)):  # a passage may repeat a command
+        if line.kind != "hyde":  # a passage may repeat a command; a keyword line may not repeat a phrase
+            words = [term for term in line.terms if not term.isdigit()]  # "@8.8.8.8" is an address
+            trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+        if line.kind != "hyde" and len(trigrams) != len(set(trigrams)):
             problems.append(f"a phrase repeated inside a {line.kind} line")
             continue
-        words = [term for term in line.terms if term in line.content and len(term) > 1 and not term.isdigit()]
-        if not words:
-            continue  # quantities repeat in real text: "feed 1:1:1", "200 g flour, 200 g water"
-        top = max(set(words), key=words.count)
-        repeats = words.count(top)
+        counts = {}  # quantities repeat in real text ("feed 1:1:1", "200 g flour, 200 g water"): not counted
+        for term in line.terms:
+            if len(term) > 1 and term in line.content and not term.isdigit():
+                counts[term] = counts.get(term, 0) + 1
+        if not counts:
+            continue
+        top = max(counts, key=counts.get)
+        repeats, total = counts[top], sum(counts.values())
         # A passage may name its subject or unit a few times ("5 km, 8 km, 12 km"); a short line may not.
-        limit = max(4, len(words) // 5) if line.kind == "hyde" else 3
-        if repeats >= limit or (len(words) >= 6 and len(set(words)) / len(words) < 0.5):
+        limit = max(4, total // 5) if line.kind == "hyde" else 3
+        if repeats >= limit or (total >= 6 and len(counts) / total < 0.5):
             problems.append(f"keyword stuffing in {line.kind}: {top!r} x{repeats}")
     return problems
 
