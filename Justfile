@@ -66,6 +66,11 @@ demo: fetch-smollm2
     {{python}} jobs/eval.py --model {{smollm2}} --report outputs/demo/base-eval.json --max_new_tokens 160 --batch_size 24 --repetition_penalty 1.15 --threads 2
     {{python}} jobs/sft.py --config configs/sft-demo.yaml
 
+# GRPO on the demo's SFT model (run `just demo` first): SFT vs GRPO on the held-out queries (~15 min on 2 cores)
+demo-grpo: setup
+    @[ -f outputs/demo/sft/merged/config.json ] || (echo "no SFT demo model: run 'just demo' first" && exit 1)
+    {{python}} jobs/grpo.py --config configs/grpo-demo.yaml
+
 # evaluate a model on the held-out queries: just eval outputs/demo/sft/merged
 eval model *args: setup
     {{python}} jobs/eval.py --model {{model}} {{args}}

@@ -1233,6 +1233,153 @@ def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256,
     return rows, summarise(rows), tokens_per_second
 
 
+# ---------------------------------------------------------------- plumbing every training job shares
+# Arguments, checkpoints, progress lines and the publish gate: the same in SFT and GRPO, so it lives
+# here and travels with the vendored block instead of being copied between jobs.
+
+
+def job_argv(argv):
+    """`--push-to-hub REPO` names the target repo (TRL's own --push_to_hub is a bool the jobs don't use);
+    `--config` may be a URL, fetched to a temporary file; a missing config file is named, not traced."""
+    import os
+    import tempfile
+    import urllib.request
+
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("--push-to-hub", "--push_to_hub") and value and not value.startswith("-"):
+            out += ["--hub_repo", value]
+            i += 2
+            continue
+        if arg == "--config" and value and value.startswith(("http://", "https://")):
+            with urllib.request.urlopen(value, timeout=60) as response:
+                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
+                handle.write(response.read())
+                handle.close()
+            value = handle.name
+        if arg == "--config" and value:
+            if not os.path.exists(value):
+                raise SystemExit(f"--config: no such file: {value}")
+            out += [arg, value]
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def check_push_target(repo, dry_run=False):
+    """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
+    if not repo:
+        return None
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise SystemExit(f"--push-to-hub: expected a repo id like 'you/qmd-expand', got {repo!r}")
+    token = hub_token()
+    if not token and not dry_run:
+        raise SystemExit("--push-to-hub: no Hugging Face token. Set HF_TOKEN (hf jobs: --secrets HF_TOKEN).")
+    return token
+
+
+def read_training_jsonl(path_or_url):
+    """Rows of the training schema; a bad row stops the job with file:line: field: message."""
+    import urllib.request
+
+    if path_or_url.startswith(("http://", "https://")):
+        with urllib.request.urlopen(path_or_url, timeout=60) as response:
+            lines = response.read().decode("utf-8").splitlines()
+    else:
+        with open(path_or_url, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path_or_url}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{where}: json: {error.msg}")
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise SystemExit(f"{where}: query: missing or empty")
+        output = row.get("output")
+        if not isinstance(output, list) or not output or not all(
+            isinstance(pair, list) and len(pair) == 2 and pair[0] in LINE_TYPES and isinstance(pair[1], str)
+            for pair in output
+        ):
+            raise SystemExit(f'{where}: output: expected [["hyde"|"lex"|"vec", text], ...]')
+        rows.append(row)
+    return rows
+
+
+def last_checkpoint(output_dir):
+    """The newest checkpoint-N folder in output_dir, or None: a rerun resumes from it."""
+    import os
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def progress_callback(log, fields):
+    """A TrainerCallback that logs one line per log event: the `fields` (log key -> label), elapsed, eta.
+    `hf jobs logs` shows plain lines well and progress bars badly."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class PrintProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first_step = time.time(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs, step, total = logs or {}, state.global_step, max(state.max_steps, 1)
+            values = "  ".join(f"{label} {logs[key]:.4g}" for key, label in fields.items() if key in logs)
+            if values:
+                elapsed = time.time() - self.start
+                eta = elapsed / max(step - self.first_step, 1) * (total - step)
+                log(f"step {step}/{total} ({step / total:.0%})  {values}  elapsed {elapsed / 60:.1f}m  "
+                    f"eta {eta / 60:.1f}m")
+
+    return PrintProgress()
+
+
+def published_score(repo, token):
+    """The average reward in the eval report the repo holds now, or None when it holds none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = hf_hub_download(repo, "eval-report.json", token=token)
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["summary"]["overall"]["avg_score"]
+
+
+def push_gate(new_score, old_score, force, old_name="published"):
+    """(push?, reason). Never publish a model that scores below the one it is measured against."""
+    if force:
+        return True, "forced"
+    if new_score is None:
+        return False, "no eval score (eval skipped)"
+    if old_score is None:
+        return True, f"no {old_name} score to beat"
+    if new_score >= old_score:
+        return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
+    return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
+
+
+def write_json_atomically(path, payload):
+    """Write to a temporary file, then rename: a kill never leaves half a report."""
+    import os
+
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, ensure_ascii=False, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
 # <<< reward.py scoring rules <<<
 
 

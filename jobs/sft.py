@@ -38,7 +38,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -1238,6 +1237,153 @@ def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256,
     return rows, summarise(rows), tokens_per_second
 
 
+# ---------------------------------------------------------------- plumbing every training job shares
+# Arguments, checkpoints, progress lines and the publish gate: the same in SFT and GRPO, so it lives
+# here and travels with the vendored block instead of being copied between jobs.
+
+
+def job_argv(argv):
+    """`--push-to-hub REPO` names the target repo (TRL's own --push_to_hub is a bool the jobs don't use);
+    `--config` may be a URL, fetched to a temporary file; a missing config file is named, not traced."""
+    import os
+    import tempfile
+    import urllib.request
+
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("--push-to-hub", "--push_to_hub") and value and not value.startswith("-"):
+            out += ["--hub_repo", value]
+            i += 2
+            continue
+        if arg == "--config" and value and value.startswith(("http://", "https://")):
+            with urllib.request.urlopen(value, timeout=60) as response:
+                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
+                handle.write(response.read())
+                handle.close()
+            value = handle.name
+        if arg == "--config" and value:
+            if not os.path.exists(value):
+                raise SystemExit(f"--config: no such file: {value}")
+            out += [arg, value]
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def check_push_target(repo, dry_run=False):
+    """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
+    if not repo:
+        return None
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise SystemExit(f"--push-to-hub: expected a repo id like 'you/qmd-expand', got {repo!r}")
+    token = hub_token()
+    if not token and not dry_run:
+        raise SystemExit("--push-to-hub: no Hugging Face token. Set HF_TOKEN (hf jobs: --secrets HF_TOKEN).")
+    return token
+
+
+def read_training_jsonl(path_or_url):
+    """Rows of the training schema; a bad row stops the job with file:line: field: message."""
+    import urllib.request
+
+    if path_or_url.startswith(("http://", "https://")):
+        with urllib.request.urlopen(path_or_url, timeout=60) as response:
+            lines = response.read().decode("utf-8").splitlines()
+    else:
+        with open(path_or_url, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path_or_url}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{where}: json: {error.msg}")
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise SystemExit(f"{where}: query: missing or empty")
+        output = row.get("output")
+        if not isinstance(output, list) or not output or not all(
+            isinstance(pair, list) and len(pair) == 2 and pair[0] in LINE_TYPES and isinstance(pair[1], str)
+            for pair in output
+        ):
+            raise SystemExit(f'{where}: output: expected [["hyde"|"lex"|"vec", text], ...]')
+        rows.append(row)
+    return rows
+
+
+def last_checkpoint(output_dir):
+    """The newest checkpoint-N folder in output_dir, or None: a rerun resumes from it."""
+    import os
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def progress_callback(log, fields):
+    """A TrainerCallback that logs one line per log event: the `fields` (log key -> label), elapsed, eta.
+    `hf jobs logs` shows plain lines well and progress bars badly."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class PrintProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first_step = time.time(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs, step, total = logs or {}, state.global_step, max(state.max_steps, 1)
+            values = "  ".join(f"{label} {logs[key]:.4g}" for key, label in fields.items() if key in logs)
+            if values:
+                elapsed = time.time() - self.start
+                eta = elapsed / max(step - self.first_step, 1) * (total - step)
+                log(f"step {step}/{total} ({step / total:.0%})  {values}  elapsed {elapsed / 60:.1f}m  "
+                    f"eta {eta / 60:.1f}m")
+
+    return PrintProgress()
+
+
+def published_score(repo, token):
+    """The average reward in the eval report the repo holds now, or None when it holds none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = hf_hub_download(repo, "eval-report.json", token=token)
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["summary"]["overall"]["avg_score"]
+
+
+def push_gate(new_score, old_score, force, old_name="published"):
+    """(push?, reason). Never publish a model that scores below the one it is measured against."""
+    if force:
+        return True, "forced"
+    if new_score is None:
+        return False, "no eval score (eval skipped)"
+    if old_score is None:
+        return True, f"no {old_name} score to beat"
+    if new_score >= old_score:
+        return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
+    return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
+
+
+def write_json_atomically(path, payload):
+    """Write to a temporary file, then rename: a kill never leaves half a report."""
+    import os
+
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, ensure_ascii=False, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
 # <<< reward.py scoring rules <<<
 
 DEFAULT_HUB_DATASET = "qmd-expand/query-expansion"  # what `jobs/data.py push` publishes
@@ -1289,36 +1435,15 @@ class JobArguments:
     threads: int | None = field(default=None, metadata={"help": "CPU threads for torch"})
 
 
+PROGRESS_FIELDS = {"loss": "loss", "eval_loss": "eval_loss", "grad_norm": "grad_norm", "learning_rate": "lr",
+                   "mean_token_accuracy": "token_acc"}
+
+
 def log(message):
     print(f"[sft {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # ---------------------------------------------------------------- arguments
-
-
-def normalise_argv(argv):
-    """`--push-to-hub REPO` names the target repo here (TRL's own --push_to_hub is a bool we don't use);
-    `--config` may be a URL, fetched to a temporary file."""
-    argv, out, i = list(argv), [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in ("--push-to-hub", "--push_to_hub") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            out += ["--hub_repo", argv[i + 1]]
-            i += 2
-            continue
-        if arg == "--config" and i + 1 < len(argv) and argv[i + 1].startswith(("http://", "https://")):
-            import urllib.request
-
-            with urllib.request.urlopen(argv[i + 1], timeout=60) as response:
-                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
-                handle.write(response.read())
-                handle.close()
-            out += ["--config", handle.name]
-            i += 2
-            continue
-        out.append(arg)
-        i += 1
-    return out
 
 
 def parse_arguments(argv=None):
@@ -1329,59 +1454,14 @@ def parse_arguments(argv=None):
     on_gpu = torch.cuda.is_available()
     parser.set_defaults(**PRODUCTION_TRAINING, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
                         disable_tqdm=not sys.stdout.isatty())
-    argv = normalise_argv(sys.argv[1:] if argv is None else argv)
-    if "--config" in argv:
-        config_path = argv[argv.index("--config") + 1]
-        if not os.path.exists(config_path):
-            raise SystemExit(f"--config: no such file: {config_path}")
+    argv = job_argv(sys.argv[1:] if argv is None else argv)
     job, training = parser.parse_args_and_config(args=argv)
     return job, training
 
 
-def check_push_target(job):
-    """Fail in seconds, before any download or training, when a push cannot succeed."""
-    if not job.hub_repo:
-        return None
-    if job.hub_repo.count("/") != 1 or not all(job.hub_repo.split("/")):
-        raise SystemExit(f"--push-to-hub: expected a repo id like 'you/qmd-expand', got {job.hub_repo!r}")
-    token = hub_token()
-    if not token and not job.dry_run:
-        raise SystemExit("--push-to-hub: no Hugging Face token. Set HF_TOKEN (hf jobs: --secrets HF_TOKEN).")
-    return token
-
 
 # ---------------------------------------------------------------- data
 
-
-def read_training_jsonl(path_or_url):
-    """Rows of the training schema; a bad row stops the job with file:line: field: message."""
-    if path_or_url.startswith(("http://", "https://")):
-        import urllib.request
-
-        with urllib.request.urlopen(path_or_url, timeout=60) as response:
-            lines = response.read().decode("utf-8").splitlines()
-    else:
-        with open(path_or_url, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path_or_url}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise SystemExit(f"{where}: json: {error.msg}")
-        if not isinstance(row.get("query"), str) or not row["query"].strip():
-            raise SystemExit(f"{where}: query: missing or empty")
-        output = row.get("output")
-        if not isinstance(output, list) or not output or not all(
-            isinstance(pair, list) and len(pair) == 2 and pair[0] in LINE_TYPES and isinstance(pair[1], str)
-            for pair in output
-        ):
-            raise SystemExit(f"{where}: output: expected [[\"hyde\"|\"lex\"|\"vec\", text], ...]")
-        rows.append(row)
-    return rows
 
 
 def training_row(row):
@@ -1476,32 +1556,6 @@ def print_plan(job, training, train, validation, source):
 # ---------------------------------------------------------------- training
 
 
-def progress_callback():
-    from transformers import TrainerCallback
-
-    class PrintProgress(TrainerCallback):
-        """One readable line per log event, for `hf jobs logs` where progress bars are unreadable."""
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start, self.first_step = time.time(), state.global_step
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs, step, total = logs or {}, state.global_step, max(state.max_steps, 1)
-            done = max(step - self.first_step, 1)
-            elapsed = time.time() - self.start
-            eta = elapsed / done * (total - step)
-            values = "  ".join(f"{key} {value:.4g}" for key, value in logs.items()
-                               if key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy"))
-            if values:
-                log(f"step {step}/{total} ({step / total:.0%})  {values}  elapsed {elapsed / 60:.1f}m  eta {eta / 60:.1f}m")
-
-    return PrintProgress()
-
-
-def last_checkpoint(output_dir):
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
 
 def train_adapter(job, training, train, validation):
@@ -1517,7 +1571,7 @@ def train_adapter(job, training, train, validation):
     lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
                       target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=training, train_dataset=train, eval_dataset=validation,
-                         processing_class=tokenizer, peft_config=lora, callbacks=[progress_callback()])
+                         processing_class=tokenizer, peft_config=lora, callbacks=[progress_callback(log, PROGRESS_FIELDS)])
     trainer.remove_callback(PrinterCallback)  # our one-line progress replaces its raw dicts
     checkpoint = last_checkpoint(training.output_dir)
     if job.resume and not checkpoint:
@@ -1638,30 +1692,6 @@ def load_baseline(job):
         return json.load(handle)
 
 
-def published_score(repo, token):
-    """The avg reward of the eval report the repo holds now, or None when it holds none."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
-
-    try:
-        path = hf_hub_download(repo, "eval-report.json", token=token)
-    except (EntryNotFoundError, RepositoryNotFoundError):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)["summary"]["overall"]["avg_score"]
-
-
-def push_gate(new_score, old_score, force):
-    """(push?, reason). Never publish a model that scores below the one it would replace."""
-    if force:
-        return True, "forced"
-    if new_score is None:
-        return False, "no eval score (eval skipped)"
-    if old_score is None:
-        return True, "repo holds no eval report yet"
-    if new_score >= old_score:
-        return True, f"{new_score:.1%} >= published {old_score:.1%}"
-    return False, f"{new_score:.1%} < published {old_score:.1%} (use --force to push anyway)"
 
 
 def push(job, token, output_dir, new_score):
@@ -1680,15 +1710,10 @@ def push(job, token, output_dir, new_score):
     return True
 
 
-def write_json_atomically(path, payload):
-    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, ensure_ascii=False, indent=2)
-    os.replace(f"{path}.tmp", path)
-
 
 def main(argv=None):
     job, training = parse_arguments(argv)
-    token = check_push_target(job)
+    token = check_push_target(job.hub_repo, job.dry_run)
     baseline = load_baseline(job)
     if job.threads:
         import torch

