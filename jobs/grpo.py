@@ -1136,15 +1136,44 @@ def chat_prompt(tokenizer, query):
     )
 
 
+def penalise_generated_repeats(penalty, prompt_length, exempt_ids):
+    """A logits processor: transformers' repetition penalty, but over the generated tokens only and never
+    on `exempt_ids` (end of turn, padding).
+
+    transformers' own `repetition_penalty` also counts the prompt, and every chat prompt holds the
+    end-of-turn token, so it makes the model less willing to stop: it runs on into a fourth vec line or
+    past the length cap. Measured on the CPU demo's SFT model, 32 non-English, mixed-language, /only
+    and long queries at 1.15: 52.3% average reward with transformers' penalty, 70.6% with this one."""
+    import torch
+    from transformers import LogitsProcessor
+
+    exempt = sorted(i for i in exempt_ids if i is not None)
+
+    class GeneratedRepeatPenalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] == 0:
+                return scores
+            kept = scores[:, exempt].clone()
+            seen = torch.gather(scores, 1, generated)
+            scores = scores.scatter(1, generated, torch.where(seen < 0, seen * penalty, seen / penalty))
+            scores[:, exempt] = kept
+            return scores
+
+    return GeneratedRepeatPenalty()
+
+
 def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
                         repetition_penalty=1.0):
     """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
 
     repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
-    loops greedy decoding falls into; 1.0 is plain greedy."""
+    loops greedy decoding falls into; 1.0 is plain greedy. It applies to the generated tokens only, never
+    to end-of-turn (see penalise_generated_repeats)."""
     import time
 
     import torch
+    from transformers import LogitsProcessorList
 
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -1158,10 +1187,13 @@ def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens
         indices = order[first : first + batch_size]
         encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
         encoded = encoded.to(model.device)
+        penalty = penalise_generated_repeats(repetition_penalty, encoded["input_ids"].shape[1],
+                                             {tokenizer.eos_token_id, tokenizer.pad_token_id})
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                top_k=None, pad_token_id=tokenizer.pad_token_id, repetition_penalty=repetition_penalty,
+                top_k=None, pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([penalty] if repetition_penalty != 1.0 else []),
             )
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
         for i, row in zip(indices, new_tokens):
