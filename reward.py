@@ -1276,6 +1276,20 @@ def job_argv(argv):
     return out
 
 
+def parse_job_arguments(job_class, config_class, defaults, argv, description):
+    """(job, training) from TrlParser: the job's dataclass and a TRL config, production `defaults`,
+    then `--config` YAML, then flags. bf16 and gradient checkpointing on GPU, fp32 on CPU."""
+    import sys
+
+    import torch
+    from trl import TrlParser
+
+    parser = TrlParser((job_class, config_class), description=description)
+    on_gpu = torch.cuda.is_available()
+    parser.set_defaults(**defaults, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
+                        disable_tqdm=not sys.stdout.isatty())
+    return parser.parse_args_and_config(args=job_argv(sys.argv[1:] if argv is None else argv))
+
 def check_push_target(repo, dry_run=False):
     """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
     if not repo:
@@ -1319,13 +1333,50 @@ def read_training_jsonl(path_or_url):
     return rows
 
 
-def last_checkpoint(output_dir):
-    """The newest checkpoint-N folder in output_dir, or None: a rerun resumes from it."""
+def open_training_data(source, default_hub_dataset):
+    """(splits, source): a DatasetDict from a `jobs/data.py build` folder, from JSONL in the training
+    schema (a file, a folder of *.jsonl, or a URL), or from a Hub dataset id. With no source: data/*.jsonl
+    when run from the repository, else the Hub dataset."""
+    import glob
     import os
 
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if source is None:
+        source = "data" if glob.glob("data/*.jsonl") else default_hub_dataset
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
+        return load_from_disk(source), source
+    if source.endswith(".jsonl") or os.path.isdir(source):
+        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
+        if not files:
+            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
+        rows = [{"query": row["query"], "output": row["output"], "category": row.get("category", "uncategorised")}
+                for path in files for row in read_training_jsonl(path)]
+        return DatasetDict({"train": Dataset.from_list(rows)}), source
+    return load_dataset(source), source
+
+
+def lora_trainer(trainer_class, job, log, progress_fields, callbacks=(), **trainer_kwargs):
+    """A TRL trainer with a new LoRA from the job's lora_* fields and one-line progress logs, and the
+    checkpoint to resume from: the newest in output_dir (--resume makes one required)."""
+    import os
+
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
+    trainer = trainer_class(peft_config=lora, callbacks=[progress_callback(log, progress_fields), *callbacks],
+                            **trainer_kwargs)
+    trainer.remove_callback(PrinterCallback)  # the one-line progress replaces its raw dicts
+    output_dir = trainer.args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if job.resume and not checkpoint:
+        raise SystemExit(f"--resume: no checkpoint in {output_dir}")
+    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
+        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.3f}M trainable parameters")
+    return trainer, checkpoint
 
 
 def progress_callback(log, fields):
@@ -1376,6 +1427,33 @@ def push_gate(new_score, old_score, force, old_name="published"):
         return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
     return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
 
+
+def card_usage(repo):
+    """The model card's usage section: transformers, the exact prompt, greedy decoding."""
+    return f"""## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}")
+messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
+prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
+                       skip_special_tokens=True))
+```
+"""
+
+
+def publish(repo, token, folders, message, log):
+    """Create the repo if needed and upload each (local folder, path in repo) in `folders`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo, token=token, exist_ok=True)
+    for folder, path_in_repo in folders:
+        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message)
+    log(f"pushed https://huggingface.co/{repo}")
 
 def write_json_atomically(path, payload):
     """Write to a temporary file, then rename: a kill never leaves half a report."""

@@ -37,7 +37,6 @@ beside the SFT model (sft.py writes and pushes one), else the SFT model is evalu
 # ]
 # ///
 
-import glob
 import json
 import os
 import sys
@@ -1309,6 +1308,20 @@ def job_argv(argv):
     return out
 
 
+def parse_job_arguments(job_class, config_class, defaults, argv, description):
+    """(job, training) from TrlParser: the job's dataclass and a TRL config, production `defaults`,
+    then `--config` YAML, then flags. bf16 and gradient checkpointing on GPU, fp32 on CPU."""
+    import sys
+
+    import torch
+    from trl import TrlParser
+
+    parser = TrlParser((job_class, config_class), description=description)
+    on_gpu = torch.cuda.is_available()
+    parser.set_defaults(**defaults, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
+                        disable_tqdm=not sys.stdout.isatty())
+    return parser.parse_args_and_config(args=job_argv(sys.argv[1:] if argv is None else argv))
+
 def check_push_target(repo, dry_run=False):
     """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
     if not repo:
@@ -1352,13 +1365,50 @@ def read_training_jsonl(path_or_url):
     return rows
 
 
-def last_checkpoint(output_dir):
-    """The newest checkpoint-N folder in output_dir, or None: a rerun resumes from it."""
+def open_training_data(source, default_hub_dataset):
+    """(splits, source): a DatasetDict from a `jobs/data.py build` folder, from JSONL in the training
+    schema (a file, a folder of *.jsonl, or a URL), or from a Hub dataset id. With no source: data/*.jsonl
+    when run from the repository, else the Hub dataset."""
+    import glob
     import os
 
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if source is None:
+        source = "data" if glob.glob("data/*.jsonl") else default_hub_dataset
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
+        return load_from_disk(source), source
+    if source.endswith(".jsonl") or os.path.isdir(source):
+        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
+        if not files:
+            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
+        rows = [{"query": row["query"], "output": row["output"], "category": row.get("category", "uncategorised")}
+                for path in files for row in read_training_jsonl(path)]
+        return DatasetDict({"train": Dataset.from_list(rows)}), source
+    return load_dataset(source), source
+
+
+def lora_trainer(trainer_class, job, log, progress_fields, callbacks=(), **trainer_kwargs):
+    """A TRL trainer with a new LoRA from the job's lora_* fields and one-line progress logs, and the
+    checkpoint to resume from: the newest in output_dir (--resume makes one required)."""
+    import os
+
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
+    trainer = trainer_class(peft_config=lora, callbacks=[progress_callback(log, progress_fields), *callbacks],
+                            **trainer_kwargs)
+    trainer.remove_callback(PrinterCallback)  # the one-line progress replaces its raw dicts
+    output_dir = trainer.args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if job.resume and not checkpoint:
+        raise SystemExit(f"--resume: no checkpoint in {output_dir}")
+    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
+        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.3f}M trainable parameters")
+    return trainer, checkpoint
 
 
 def progress_callback(log, fields):
@@ -1409,6 +1459,33 @@ def push_gate(new_score, old_score, force, old_name="published"):
         return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
     return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
 
+
+def card_usage(repo):
+    """The model card's usage section: transformers, the exact prompt, greedy decoding."""
+    return f"""## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}")
+messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
+prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
+                       skip_special_tokens=True))
+```
+"""
+
+
+def publish(repo, token, folders, message, log):
+    """Create the repo if needed and upload each (local folder, path in repo) in `folders`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo, token=token, exist_ok=True)
+    for folder, path_in_repo in folders:
+        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message)
+    log(f"pushed https://huggingface.co/{repo}")
 
 def write_json_atomically(path, payload):
     """Write to a temporary file, then rename: a kill never leaves half a report."""
@@ -1480,15 +1557,9 @@ def log(message):
 
 
 def parse_arguments(argv=None):
-    import torch
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig
 
-    parser = TrlParser((JobArguments, GRPOConfig), description=__doc__.split("\n\n")[0])
-    on_gpu = torch.cuda.is_available()
-    parser.set_defaults(**PRODUCTION_GRPO, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
-                        disable_tqdm=not sys.stdout.isatty())
-    argv = job_argv(sys.argv[1:] if argv is None else argv)
-    job, training = parser.parse_args_and_config(args=argv)
+    job, training = parse_job_arguments(JobArguments, GRPOConfig, PRODUCTION_GRPO, argv, __doc__.split("\n\n")[0])
     # Qwen3's template writes an empty think block when thinking is off, as at inference time.
     training.chat_template_kwargs = {"enable_thinking": False, **(training.chat_template_kwargs or {})}
     return job, training
@@ -1515,22 +1586,9 @@ def check_kl_anchor(job, training):
 
 def load_queries(job):
     """Training queries: one GRPO prompt each (their reference outputs are not used)."""
-    from datasets import load_dataset, load_from_disk
-
-    source = job.dataset
-    if source is None:
-        source = "data" if glob.glob("data/*.jsonl") else DEFAULT_HUB_DATASET
-    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
-        queries = list(load_from_disk(source)["train"]["query"])
-    elif source.endswith(".jsonl") or os.path.isdir(source):
-        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
-        if not files:
-            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
-        queries = [row["query"] for path in files for row in read_training_jsonl(path)]
-    else:
-        train = load_dataset(source, split="train")
-        queries = list(train["query"]) if "query" in train.column_names else [
-            query_from_prompt(prompt) for prompt in train["prompt"]]
+    splits, source = open_training_data(job.dataset, DEFAULT_HUB_DATASET)
+    train = splits["train"]
+    queries = train["query"] if "query" in train.column_names else [query_from_prompt(p) for p in train["prompt"]]
     queries = list(dict.fromkeys(q for q in queries if q))[: job.max_prompts]
     if not queries:
         raise SystemExit(f"--dataset: no queries in {source}")
@@ -1654,21 +1712,12 @@ def gate_callback(output_dir, tokenizer, gate_queries, sft_gate_score, decoding,
 
 
 def train_policy(job, training, model, tokenizer, prompts, gate):
-    from peft import LoraConfig
-    from transformers.trainer_callback import PrinterCallback
     from trl import GRPOTrainer
 
-    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
-                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
-    trainer = GRPOTrainer(model=model, args=training, train_dataset=prompts, reward_funcs=[expansion_reward],
-                          processing_class=tokenizer, peft_config=lora,
-                          callbacks=[progress_callback(log, PROGRESS_FIELDS), gate])
-    trainer.remove_callback(PrinterCallback)  # our one-line progress replaces its raw dicts
-    checkpoint = last_checkpoint(training.output_dir)
-    if job.resume and not checkpoint:
-        raise SystemExit(f"--resume: no checkpoint in {training.output_dir}")
-    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
-        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.3f}M trainable parameters, beta {training.beta:g}")
+    trainer, checkpoint = lora_trainer(GRPOTrainer, job, log, PROGRESS_FIELDS, callbacks=[gate], model=model,
+                                       args=training, train_dataset=prompts, reward_funcs=[expansion_reward],
+                                       processing_class=tokenizer)
+    log(f"KL beta {training.beta:g}, {training.num_generations} generations a prompt")
     result = trainer.train(resume_from_checkpoint=checkpoint)
     return trainer, {"train_loss": round(result.training_loss, 6), "train_seconds": round(result.metrics["train_runtime"], 1),
                      "steps": trainer.state.global_step}
@@ -1785,38 +1834,19 @@ Gate evals during training ({job.eval_subset} queries): {gates}.
 - {metrics['steps']} steps, {training.num_generations} generations a prompt, batch {training.per_device_train_batch_size} x accum {training.gradient_accumulation_steps}, lr {training.learning_rate:g}, beta {training.beta:g}, temperature {training.temperature:g}, max completion {training.max_completion_length} tokens
 - {metrics['train_seconds']} s of training
 
-## Usage
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("REPO")
-model = AutoModelForCausalLM.from_pretrained("REPO")
-messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
-prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
-inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
-                       skip_special_tokens=True))
-```
-
+{card_usage('REPO')}
 `eval-report.json` holds every held-out output with its score.
 """
 
 
 def push(job, token, merged_dir, grpo_score, sft_score):
-    from huggingface_hub import create_repo, upload_folder
-
     allowed, reason = push_gate(grpo_score, sft_score, job.force, old_name="SFT")
     if allowed:
         allowed, reason = push_gate(grpo_score, published_score(job.hub_repo, token), job.force)
     log(f"push to {job.hub_repo}: {'yes' if allowed else 'no'}, {reason}")
-    if not allowed:
-        return False
-    create_repo(job.hub_repo, token=token, exist_ok=True)
-    upload_folder(repo_id=job.hub_repo, folder_path=merged_dir, token=token,
-                  commit_message=f"GRPO: avg reward {grpo_score:.1%} (SFT {sft_score:.1%})")
-    log(f"pushed https://huggingface.co/{job.hub_repo}")
-    return True
+    if allowed:
+        publish(job.hub_repo, token, [(merged_dir, None)], f"GRPO: avg reward {grpo_score:.1%} (SFT {sft_score:.1%})", log)
+    return allowed
 
 
 def main(argv=None):

@@ -33,7 +33,6 @@ REPO already holds (--force overrides); without HF_TOKEN it fails before loading
 # ]
 # ///
 
-import glob
 import json
 import math
 import os
@@ -1306,6 +1305,20 @@ def job_argv(argv):
     return out
 
 
+def parse_job_arguments(job_class, config_class, defaults, argv, description):
+    """(job, training) from TrlParser: the job's dataclass and a TRL config, production `defaults`,
+    then `--config` YAML, then flags. bf16 and gradient checkpointing on GPU, fp32 on CPU."""
+    import sys
+
+    import torch
+    from trl import TrlParser
+
+    parser = TrlParser((job_class, config_class), description=description)
+    on_gpu = torch.cuda.is_available()
+    parser.set_defaults(**defaults, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
+                        disable_tqdm=not sys.stdout.isatty())
+    return parser.parse_args_and_config(args=job_argv(sys.argv[1:] if argv is None else argv))
+
 def check_push_target(repo, dry_run=False):
     """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
     if not repo:
@@ -1349,13 +1362,50 @@ def read_training_jsonl(path_or_url):
     return rows
 
 
-def last_checkpoint(output_dir):
-    """The newest checkpoint-N folder in output_dir, or None: a rerun resumes from it."""
+def open_training_data(source, default_hub_dataset):
+    """(splits, source): a DatasetDict from a `jobs/data.py build` folder, from JSONL in the training
+    schema (a file, a folder of *.jsonl, or a URL), or from a Hub dataset id. With no source: data/*.jsonl
+    when run from the repository, else the Hub dataset."""
+    import glob
     import os
 
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if source is None:
+        source = "data" if glob.glob("data/*.jsonl") else default_hub_dataset
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
+        return load_from_disk(source), source
+    if source.endswith(".jsonl") or os.path.isdir(source):
+        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
+        if not files:
+            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
+        rows = [{"query": row["query"], "output": row["output"], "category": row.get("category", "uncategorised")}
+                for path in files for row in read_training_jsonl(path)]
+        return DatasetDict({"train": Dataset.from_list(rows)}), source
+    return load_dataset(source), source
+
+
+def lora_trainer(trainer_class, job, log, progress_fields, callbacks=(), **trainer_kwargs):
+    """A TRL trainer with a new LoRA from the job's lora_* fields and one-line progress logs, and the
+    checkpoint to resume from: the newest in output_dir (--resume makes one required)."""
+    import os
+
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
+    trainer = trainer_class(peft_config=lora, callbacks=[progress_callback(log, progress_fields), *callbacks],
+                            **trainer_kwargs)
+    trainer.remove_callback(PrinterCallback)  # the one-line progress replaces its raw dicts
+    output_dir = trainer.args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if job.resume and not checkpoint:
+        raise SystemExit(f"--resume: no checkpoint in {output_dir}")
+    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
+        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.3f}M trainable parameters")
+    return trainer, checkpoint
 
 
 def progress_callback(log, fields):
@@ -1406,6 +1456,33 @@ def push_gate(new_score, old_score, force, old_name="published"):
         return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
     return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
 
+
+def card_usage(repo):
+    """The model card's usage section: transformers, the exact prompt, greedy decoding."""
+    return f"""## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}")
+messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
+prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
+                       skip_special_tokens=True))
+```
+"""
+
+
+def publish(repo, token, folders, message, log):
+    """Create the repo if needed and upload each (local folder, path in repo) in `folders`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo, token=token, exist_ok=True)
+    for folder, path_in_repo in folders:
+        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message)
+    log(f"pushed https://huggingface.co/{repo}")
 
 def write_json_atomically(path, payload):
     """Write to a temporary file, then rename: a kill never leaves half a report."""
@@ -1479,16 +1556,9 @@ def log(message):
 
 
 def parse_arguments(argv=None):
-    import torch
-    from trl import SFTConfig, TrlParser
+    from trl import SFTConfig
 
-    parser = TrlParser((JobArguments, SFTConfig), description=__doc__.split("\n\n")[0])
-    on_gpu = torch.cuda.is_available()
-    parser.set_defaults(**PRODUCTION_TRAINING, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
-                        disable_tqdm=not sys.stdout.isatty())
-    argv = job_argv(sys.argv[1:] if argv is None else argv)
-    job, training = parser.parse_args_and_config(args=argv)
-    return job, training
+    return parse_job_arguments(JobArguments, SFTConfig, PRODUCTION_TRAINING, argv, __doc__.split("\n\n")[0])
 
 
 
@@ -1507,21 +1577,7 @@ def training_row(row):
 
 def load_training_data(job, seed):
     """(train, validation, source description) as datasets."""
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
-
-    source = job.dataset
-    if source is None:
-        source = "data" if glob.glob("data/*.jsonl") else DEFAULT_HUB_DATASET
-    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
-        splits = load_from_disk(source)
-    elif source.endswith(".jsonl") or os.path.isdir(source):
-        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
-        if not files:
-            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
-        rows = [training_row(row) for path in files for row in read_training_jsonl(path)]
-        splits = DatasetDict({"train": Dataset.from_list(rows)})
-    else:
-        splits = load_dataset(source)
+    splits, source = open_training_data(job.dataset, DEFAULT_HUB_DATASET)
     train = splits["train"]
     if "prompt" not in train.column_names and "query" in train.column_names:
         splits = splits.map(lambda row: training_row(row), remove_columns=train.column_names)
@@ -1592,24 +1648,14 @@ def print_plan(job, training, train, validation, source):
 
 def train_adapter(job, training, train, validation):
     import torch
-    from peft import LoraConfig
-    from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
     dtype = torch.bfloat16 if training.bf16 else torch.float32
     model, tokenizer = load_causal_lm(job.model, dtype=dtype, log=log)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
-                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=training, train_dataset=train, eval_dataset=validation,
-                         processing_class=tokenizer, peft_config=lora, callbacks=[progress_callback(log, PROGRESS_FIELDS)])
-    trainer.remove_callback(PrinterCallback)  # our one-line progress replaces its raw dicts
-    checkpoint = last_checkpoint(training.output_dir)
-    if job.resume and not checkpoint:
-        raise SystemExit(f"--resume: no checkpoint in {training.output_dir}")
-    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
-        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.2f}M trainable parameters")
+    trainer, checkpoint = lora_trainer(SFTTrainer, job, log, PROGRESS_FIELDS, model=model, args=training,
+                                       train_dataset=train, eval_dataset=validation, processing_class=tokenizer)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"train_loss": round(result.training_loss, 4), "train_seconds": round(result.metrics["train_runtime"], 1)}
     metrics.update({k: round(v, 4) for k, v in trainer.evaluate().items() if k == "eval_loss"})
@@ -1697,20 +1743,7 @@ Average reward: **{f"{overall['avg_score']:.1%}" if overall else 'n/a'}**, forma
 - {training.num_train_epochs:g} epochs, batch {training.per_device_train_batch_size} x grad-accum {training.gradient_accumulation_steps}, lr {training.learning_rate:g} {scheduler_name(training)}, warmup {training.warmup_steps:g}, max length {training.max_length}, {'bf16' if training.bf16 else 'fp32'}
 - train loss {metrics.get('train_loss')}, eval loss {metrics.get('eval_loss')}, {metrics.get('train_seconds')} s
 
-## Usage
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("REPO")
-model = AutoModelForCausalLM.from_pretrained("REPO")
-messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
-prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
-inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
-                       skip_special_tokens=True))
-```
-
+{card_usage('REPO')}
 The LoRA adapter alone is in `adapter/`. `eval-report.json` holds every held-out output with its score.
 """
 
@@ -1727,19 +1760,14 @@ def load_baseline(job):
 
 
 def push(job, token, output_dir, new_score):
-    from huggingface_hub import create_repo, upload_folder
-
     allowed, reason = push_gate(new_score, published_score(job.hub_repo, token), job.force)
     log(f"push to {job.hub_repo}: {'yes' if allowed else 'no'}, {reason}")
-    if not allowed:
-        return False
-    create_repo(job.hub_repo, token=token, exist_ok=True)
-    upload_folder(repo_id=job.hub_repo, folder_path=os.path.join(output_dir, "merged"), token=token,
-                  commit_message=f"SFT: avg reward {new_score if new_score is None else f'{new_score:.1%}'}")
-    upload_folder(repo_id=job.hub_repo, folder_path=os.path.join(output_dir, "adapter"), path_in_repo="adapter",
-                  token=token, commit_message="LoRA adapter")
-    log(f"pushed https://huggingface.co/{job.hub_repo}")
-    return True
+    if allowed:
+        score = "n/a" if new_score is None else f"{new_score:.1%}"
+        publish(job.hub_repo, token, [(os.path.join(output_dir, "merged"), None),
+                                      (os.path.join(output_dir, "adapter"), "adapter")],
+                f"SFT: avg reward {score}", log)
+    return allowed
 
 
 
