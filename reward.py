@@ -14,10 +14,12 @@ Usage:
 # >>> reward.py scoring rules (vendored into jobs/*.py by `just vendor`; edit reward.py, not the copies) >>>
 import difflib
 import functools
+import itertools
 import json
+import operator
 import re
 import unicodedata
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PROMPT_TEMPLATE = "/no_think Expand this search query: {query}"
 LINE_TYPES = ("hyde", "lex", "vec")
@@ -43,9 +45,11 @@ _LEAK_RE = re.compile(
 _ROLE_LINE_RE = re.compile(r"^(?:assistant|user|system)\s*:?\s*$|^(?:assistant|user|system):", re.IGNORECASE)
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
-_ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+")
+# Digits and lowercase letters kept, every other byte a space: for lowercased ASCII text,
+# `translate` + `split` finds the `[a-z0-9]+` words about twice as fast as a regex findall.
+_ASCII_WORD_BYTES = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
 _WORD_RE = re.compile(r"[^\W_]+")
-_TOKEN_RE = re.compile(rf"[{_CJK}]+|[{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+")
+_TOKEN_RE = re.compile(rf"([{_CJK}]+)|([{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+)")  # (CJK run, other word)
 _CJK_RE = re.compile(rf"[{_CJK}]")
 _HANGUL_RE = re.compile(rf"[{_HANGUL}]")
 _WIDE_RE = re.compile(rf"[{_CJK}{_HANGUL}]")
@@ -70,7 +74,7 @@ _LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _NON_WORD_RE = re.compile(r"\W")
 _POSSESSIVE_RE = re.compile(r"['\u2019]s\b")
 _QUOTED_RE = re.compile(r"\"([^\"]{2,80})\"")
-_FILLER_RE = re.compile(
+_FILLER_PATTERN = (
     r"\b(?:information (?:about|on|regarding)|info (?:about|on)|details (?:about|on)|guide tips|tips guide"
     r"|learn (?:more )?about|everything (?:you need )?to know|complete guide|ultimate guide|comprehensive guide"
     r"|general information|related (?:information|topics)|various aspects|key facts about|all about"
@@ -78,29 +82,39 @@ _FILLER_RE = re.compile(
     r"|alles,? was (?:man|sie|du) .{0,40}wissen (?:muss|müssen|musst|sollte)|tout savoir sur|tout ce qu'il faut savoir"
     r"|informations sur|guide complet|todo lo que (?:necesitas|debes|hay que) saber|información sobre|guía completa"
     r"|tudo (?:o )?que (?:você )?precisa saber|informações sobre|guia completo)\b"
-    r"|完全ガイド|について知っておくべき|相关信息|完整指南|你需要知道的一切|완벽 가이드|관련 정보",
-    re.IGNORECASE,
+    r"|完全ガイド|について知っておくべき|相关信息|完整指南|你需要知道的一切|완벽 가이드|관련 정보"
 )
+_FILLER_RE = re.compile(_FILLER_PATTERN, re.IGNORECASE)
 _FILLER_FIRST_WORDS = set("information info details guide tips learn everything complete ultimate comprehensive general "
                           "related various key all informationen thema tipps alles tout informations todo información "
                           "guía tudo informações guia".split())
 # Words one of which every chatter pattern contains: most lines hold none, and skip the regex.
 _CHATTER_FIRST_WORDS = set("let user here okay sure hmm hmmm wait actually ai language assume expand generate provide "
                            "access browse query captures capture keyword keywords matching passage expanded".split())
-_CHATTER_RE = re.compile(
+_CHATTER_PATTERN = (
     r"\b(?:let me|the user\b|here(?:'s| is| are)\b|okay,? (?:so|let)|sure[!,.]|hmm+\b|wait[,.!]|actually,"
     r"|as an ai\b|language model\b|i(?:'ll| will| would) (?:assume|expand|generate|write|provide|now|try)"
     r"|i can(?:not|'t) (?:access|browse|provide)|the (?:search )?query (?:is|asks|wants|means|seems)|this query\b"
     r"|captures? the (?:intent|meaning|query)|(?:main|key|the) keywords? (?:are|is)\b|main keywords?\b"
-    r"|a matching document|passage:|expanded quer)|\s#\s",
-    re.IGNORECASE,
+    r"|a matching document|passage:|expanded quer)|\s#\s"
 )
-_DANGLING_END_RE = re.compile(
-    r"(?:[,:;(\[{]|\b(?:the|and|or|of|but|because|than|when|while|which|if|your|my|our|their|its"
-    r"|der|die|das|und|le|la|les|et|el|los|y)"
-    r"|[のがをとや的和或])$",
-    re.IGNORECASE,
-)
+_CHATTER_RE = re.compile(_CHATTER_PATTERN, re.IGNORECASE)
+# Both patterns are lowercase, so on lowercased ASCII text IGNORECASE changes no match, and without it
+# the regex engine runs 2-3x faster; in such text each match also contains one of a few plain strings,
+# and looking for those first skips most scans. `_search_lowered` uses both.
+_LOWERCASE_TWINS = {_CHATTER_RE: re.compile(_CHATTER_PATTERN), _FILLER_RE: re.compile(_FILLER_PATTERN)}
+_ASCII_CLUES = {
+    _CHATTER_RE: ("let me", "the user", "here", "okay", "sure", "hmm", "wait", "actually,", "as an ai",
+                  "language model", "i'll", "i will", "i would", "i can", "quer", "capture", "keyword",
+                  "a matching document", "passage:", "#"),
+    _FILLER_RE: ("info", "details ", "guide", "learn ", "everything ", "related ", "various aspects",
+                 "key facts about", "all about", "alle", "rund um das thema", "hilfreiche tipps", "tout ",
+                 "todo lo que", "tudo ", "guia completo"),
+}
+_DANGLING_WORDS = ("the and or of but because than when while which if your my our their its "
+                   "der die das und le la les et el los y").split()
+_DANGLING_END_RE = re.compile(r"(?:[,:;(\[{]|\b(?:" + "|".join(_DANGLING_WORDS) + r")|[のがをとや的和或])$", re.IGNORECASE)
+_DANGLING_LONGEST = max(map(len, _DANGLING_WORDS))  # no match starts further from the end than this
 _INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _CYRILLIC_RE = re.compile("[\u0400-\u04ff]")
 _LOOKALIKE_RE = re.compile("[a-zA-Z][\u0400-\u04ff]|[\u0400-\u04ff][a-zA-Z]")  # Cyrillic inside a Latin word
@@ -160,11 +174,16 @@ for _language, _words in _STOPWORDS.items():
         if len(_word) > 1 and _word not in _ENGLISH_LOOKALIKES:
             _STOPWORD_LANGUAGES.setdefault(_word, []).append(_language)
 _GERMAN_SUFFIX_RE = re.compile(r"\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)
+_GERMAN_SUFFIX_CLUES = ("ung", "eit", "lich", "schaft")  # in lowercased text, one is part of every match
+# (language, pattern, clues): every match holds one of the clue characters or, lowercased, one of the clue
+# strings; a text with none of them skips the scan. Case-insensitive matching also lets `ſ`, `ı` and `İ`
+# stand for s and i, so they are clues wherever an s or i is part of a match.
 _LANGUAGE_HINTS = (
-    ("de", re.compile(r"[äöüß]|\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)),
-    ("es", re.compile(r"[ñ¿¡]|ción\b|ciones\b", re.IGNORECASE)),
-    ("pt", re.compile(r"[ãõ]|ção\b|ções\b", re.IGNORECASE)),
-    ("fr", re.compile(r"[èêëîïûœ]|\w(?:eaux|eux)\b", re.IGNORECASE)),
+    ("de", re.compile(r"[äöüß]|\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE), "äöüßÄÖÜẞſıİ",
+     _GERMAN_SUFFIX_CLUES),
+    ("es", re.compile(r"[ñ¿¡]|ción\b|ciones\b", re.IGNORECASE), "ñÑ¿¡óÓſıİ", ("ciones",)),
+    ("pt", re.compile(r"[ãõ]|ção\b|ções\b", re.IGNORECASE), "ãõÃÕ", ()),
+    ("fr", re.compile(r"[èêëîïûœ]|\w(?:eaux|eux)\b", re.IGNORECASE), "èêëîïûœÈÊËÎÏÛŒ", ("ux",)),
 )
 _SENTENCE_STARTERS = set(
     "fix make install set setup create remove delete add find change convert compare best cheap good easy quick "
@@ -186,31 +205,57 @@ _FILLER_WORDS = set(
 # ---------------------------------------------------------------- parsing
 
 
+_first_two, _first_three, _first_four = operator.itemgetter(slice(2)), operator.itemgetter(slice(3)), operator.itemgetter(slice(4))
+_first_five = operator.itemgetter(slice(5))  # a word's stem: plurals and verb forms compare equal
+
+
 class Line:
     """One typed line with its words worked out once, since every rule looks at them."""
 
-    __slots__ = ("kind", "text", "wide", "terms", "content", "words", "stems", "all_stems")
+    __slots__ = ("kind", "text", "wide", "length", "terms", "distinct", "word_count", "content", "words", "_stems")
 
     def __init__(self, kind, text):
         self.kind, self.text = kind, text
         self.wide = not text.isascii() and bool(_WIDE_RE.search(text))  # holds CJK or Hangul
-        self.terms = _terms(text)
-        self.content = set(self.terms) - _ALL_STOPWORDS  # distinct words that carry meaning
+        # Weighted length: CJK and Hangul characters count twice, since one carries about a word's worth.
+        self.length = len(text) + len(_WIDE_RE.findall(text)) if self.wide else len(text)
+        self.terms = _terms(text, self.wide)
+        self.distinct = set(self.terms)
+        # CJK text counts its space-separated chunks, not its character bigrams.
+        self.word_count = len(text.split()) if self.wide else len(self.terms)
+        self.content = self.distinct - _ALL_STOPWORDS  # distinct words that carry meaning
         self.words = self.content if self.content.isdisjoint(_FILLER_WORDS) else self.content - _FILLER_WORDS
-        self.stems = self.all_stems = None  # worked out when a line is compared with one of its type
+        self._stems = None  # worked out when the line is compared with another of its type
 
     def stem_sets(self):
-        if self.stems is None:  # plurals and verb forms compare equal
-            self.stems = {word[:5] for word in self.words}
-            self.all_stems = {term[:5] for term in self.terms}
-        return self.stems, self.all_stems
+        """(stems of its words, stems of all its terms): plurals and verb forms compare equal."""
+        if self._stems is None:
+            stems = set(map(_first_five, self.words))
+            # The other terms are stopwords and filler, a handful: stem those and add the words' stems.
+            self._stems = stems, stems.union(map(_first_five, self.distinct - self.words))
+        return self._stems
+
+
+class QueryMatch:
+    """How an expansion's lines relate to one query: worked out once, read by several rules."""
+
+    __slots__ = ("words", "echoes", "lex_grounded", "hyde_echo", "hyde_grounded")
+
+    def __init__(self, expansion, query):
+        self.words = words = query.key_index.matching(expansion.distinct_terms)  # key terms, or variants
+        self.echoes = sum([_is_echo(line, words) for line in expansion.analysed])  # lines adding nothing
+        self.lex_grounded = sum([_is_grounded(line, words, query) for line in expansion.analysed_by_type["lex"]])
+        hyde = expansion.analysed_by_type["hyde"]  # the same two facts for the first hyde line:
+        self.hyde_echo = bool(hyde) and _is_echo(hyde[0], words)
+        self.hyde_grounded = bool(hyde) and _is_grounded(hyde[0], words, query)
 
 
 class Expansion:
     """An expansion split into its typed lines, with everything that breaks the format."""
 
     __slots__ = ("lines", "invalid", "leaks", "too_long", "invisible", "lookalikes", "by_type", "analysed",
-                 "distinct_terms", "lowered", "duplicate_pairs", "_matched_query", "_matched")
+                 "analysed_by_type", "distinct_terms", "lowered", "duplicate_pairs", "_match_query", "_match",
+                 "_chatter", "_filler")
 
     def __init__(self):
         self.lines = []  # [(type, payload)] in output order
@@ -220,13 +265,14 @@ class Expansion:
         self.invisible = 0  # zero-width, soft-hyphen and direction-control characters (removed before parsing)
         self.lookalikes = False  # Cyrillic letters inside a Latin word
         # Worked out once by `parse_expansion`, since most rules need them.
-        self.by_type = {}
+        self.by_type = {}  # {type: [payload]}
         self.analysed = []  # [Line], the first 16 lines
+        self.analysed_by_type = {kind: [] for kind in LINE_TYPES}  # the same Lines by type
         self.distinct_terms = set()
         self.lowered = ""
         self.duplicate_pairs = []
-        self._matched_query = None
-        self._matched = set()
+        # Worked out on first use: the match with the last query scored, and the chatter and filler scans.
+        self._match_query = self._match = self._chatter = self._filler = None
 
     def of(self, kind):
         return self.by_type.get(kind, [])
@@ -236,20 +282,30 @@ class Expansion:
         return set(self.by_type)
 
     def _analyse(self):
+        by_type, analysed, distinct_terms = self.by_type, self.analysed, self.distinct_terms
         for kind, payload in self.lines:
-            self.by_type.setdefault(kind, []).append(payload)
-        self.analysed = [Line(kind, payload) for kind, payload in self.lines[:16]]
-        self.distinct_terms = set().union(*(line.terms for line in self.analysed))
-        self.lowered = " ".join(line.text for line in self.analysed).lower()
-        self.duplicate_pairs = _duplicate_pairs(self.analysed)
+            if kind in by_type:
+                by_type[kind].append(payload)
+            else:
+                by_type[kind] = [payload]
+        for kind, payload in self.lines[:16]:
+            line = Line(kind, payload)
+            analysed.append(line)
+            self.analysed_by_type[kind].append(line)
+            distinct_terms.update(line.terms)
+        self.lowered = " ".join([line.text for line in analysed]).lower()
+        self.duplicate_pairs = _duplicate_pairs(analysed)
+
+    def match(self, query):
+        """The `QueryMatch` with `query`, kept for the next rule that asks about the same query."""
+        if self._match_query is not query:
+            self._match = QueryMatch(self, query)
+            self._match_query = query
+        return self._match
 
     def query_words(self, query):
         """The expansion's words that are the query's key terms or close variants of them."""
-        if self._matched_query is not query:
-            key_index = query.key_index
-            self._matched = {t for t in self.distinct_terms if not key_index.isdisjoint(_variant_probes(t))}
-            self._matched_query = query
-        return self._matched
+        return self.match(query).words
 
 
 def _as_text(value):
@@ -265,9 +321,11 @@ def parse_expansion(text):
     text = _as_text(text)
     expansion = Expansion()
     if not text.isascii():
-        expansion.invisible = len(_INVISIBLE_RE.findall(text))
         expansion.lookalikes = bool(_CYRILLIC_RE.search(text) and _LOOKALIKE_RE.search(text))
-        text = unicodedata.normalize("NFC", _INVISIBLE_RE.sub("", text))
+        if _INVISIBLE_RE.search(text):
+            expansion.invisible = len(_INVISIBLE_RE.findall(text))
+            text = _INVISIBLE_RE.sub("", text)
+        text = unicodedata.normalize("NFC", text)
     if len(text) > MAX_TEXT_CHARS:
         expansion.too_long = True
         text = text[:MAX_TEXT_CHARS]
@@ -297,82 +355,72 @@ def expansion_text(output):
 # ---------------------------------------------------------------- text helpers
 
 
-def _terms(text):
-    """Lowercased word tokens; CJK runs become character bigrams, since CJK has no spaces."""
+def _terms(text, wide=None):
+    """Lowercased word tokens; CJK runs become character bigrams, since CJK has no spaces.
+    `wide`: whether the text holds CJK or Hangul, when the caller knows already."""
     text = text.lower()
     if "'" in text or "\u2019" in text:
         text = _POSSESSIVE_RE.sub("", text)
     if text.isascii():
-        return _ASCII_TOKEN_RE.findall(text)
-    if not _WIDE_RE.search(text):  # accents, umlauts, Cyrillic...: words, no bigrams needed
+        return text.encode().translate(_ASCII_WORD_BYTES).decode().split()
+    if not (_WIDE_RE.search(text) if wide is None else wide):  # accents, umlauts, Cyrillic...: no bigrams
         return _WORD_RE.findall(text)
     terms = []
-    for token in _TOKEN_RE.findall(text):
-        if _CJK_RE.match(token):
-            terms.extend([token] if len(token) == 1 else [token[i : i + 2] for i in range(len(token) - 1)])
+    for cjk, word in _TOKEN_RE.findall(text):
+        if word:
+            terms.append(word)
+        elif len(cjk) == 1:
+            terms.append(cjk)
         else:
-            terms.append(token)
+            terms.extend(map(operator.add, cjk, cjk[1:]))  # its character bigrams
     return terms
 
 
-def _weighted_length(text):
-    """Characters, with CJK and Hangul counted twice: one such character carries about a word's worth."""
-    return len(text) if text.isascii() else len(text) + len(_WIDE_RE.findall(text))
+class VariantIndex:
+    """A set of terms that also finds their close variants (configure ~ configuration, pod ~ pods).
 
+    Two terms are variants when equal, when both have 5+ letters and share the first 5, when one is
+    the 3- or 4-letter start of the other, or when both are Korean and share the first two syllables
+    (particles attach to the stem). CJK bigrams match only exactly. A lookup is a few set probes, and
+    most words fail the first one: every variant starts with the first two characters of a term.
+    """
 
-@functools.lru_cache(maxsize=1 << 16)
-def _term_keys(term):
-    """What a term offers to variant lookups: itself, its 5-letter stem and its short prefixes."""
-    if _CJK_RE.match(term):
-        return ("=" + term,)  # bigrams match exactly or not at all
-    if _HANGUL_RE.match(term):
-        return ("=" + term, "h" + term[:2])  # Korean attaches particles to the stem
-    keys = ["=" + term]
-    if len(term) >= 5:
-        keys.append("5" + term[:5])
-    keys.extend("p" + term[:n] for n in (3, 4) if len(term) >= n)
-    return tuple(keys)
+    __slots__ = ("terms", "heads", "stems", "korean_stems")
 
+    def __init__(self, terms):
+        self.terms = terms = set(terms)
+        self.heads = set(map(_first_two, terms))
+        # The 3-, 4- and 5-letter starts of the terms. A shorter term (a CJK bigram too) is its own start
+        # and so finds only itself, as `terms` does; a Korean word only what its first two syllables find.
+        self.stems = {*map(_first_three, terms), *map(_first_four, terms), *map(_first_five, terms)}
+        self.korean_stems = set()
+        if not "".join(terms).isascii():
+            self.korean_stems = {term[:2] for term in terms if _HANGUL_RE.match(term)}
 
-@functools.lru_cache(maxsize=1 << 16)
-def _variant_probes(term):
-    """The keys any of which, found in an index, make `term` count as present (configure ~ configuration)."""
-    if _CJK_RE.match(term):
-        return ("=" + term,)
-    if _HANGUL_RE.match(term):
-        return ("=" + term, "h" + term[:2])
-    if len(term) >= 5:  # a shared 5-letter stem, or a 3-4 letter word that is this one's prefix
-        return ("=" + term, "5" + term[:5], "=" + term[:3], "=" + term[:4])
-    if len(term) == 4:  # a longer word that starts with this one, or this one's 3-letter stem (pods ~ pod)
-        return ("=" + term, "p" + term, "=" + term[:3])
-    if len(term) == 3:
-        return ("=" + term, "p" + term)
-    return ("=" + term,)
-
-
-def _term_index(terms):
-    index = set()
-    for term in terms:
-        index.update(_term_keys(term))
-    return index
-
-
-def _is_variant(term, index):
-    """True when `term` or a close variant of it (a shared stem) is in the index."""
-    return not index.isdisjoint(_variant_probes(term))
+    def matching(self, words):
+        """The words that are terms of the index or close variants of one."""
+        terms, stems, korean_stems = self.terms, self.stems, self.korean_stems
+        # The few words that start like a term, picked out in C: no Python code runs for the others.
+        candidates = itertools.compress(words, map(self.heads.__contains__, map(_first_two, words)))
+        # `word[:5] in stems` catches a shared 5-letter start, and a 3-4 letter word that starts a term
+        # (stems of other lengths cannot equal it); `word[:3]`/`word[:4] in terms` the other way round.
+        return {
+            word for word in candidates
+            if word in terms or word[:3] in terms or word[:4] in terms or word[:5] in stems or word[:2] in korean_stems
+        }
 
 
 # ---------------------------------------------------------------- the query
 
 
-@dataclass(frozen=True)
-class QueryInfo:
+class QueryInfo(NamedTuple):
     text: str  # the query without its /only suffix
     only: str | None  # "lex", "vec", "hyde" or None
     key_terms: tuple
-    key_index: tuple  # `_term_index` of key_terms
+    key_index: VariantIndex  # of key_terms
     phrase: str  # the query's words joined by single spaces
     entities: tuple  # lowercased named entities, quoted phrases and technical terms
+    phrases: tuple  # the entities of several words
     entity_terms: frozenset
     language: str | None  # latin-script language code when the query says which
     script: str | None  # a non-Latin script the expansion must keep
@@ -380,17 +428,21 @@ class QueryInfo:
 
 
 def _query_entities(query, language=None):
-    entities = [phrase.strip().lower() for phrase in _QUOTED_RE.findall(query)]
+    if query.islower() and query.replace(" ", "").isalpha():
+        return ()  # the common case: plain lowercase words, nothing quoted
+    entities = [phrase.strip().lower() for phrase in _QUOTED_RE.findall(query)] if '"' in query else []
     words = [word.strip(".,;:!?()[]{}\"'") for word in query.replace('"', " ").split()]
     words = [word for word in words if word and not word.startswith("-")]
     for position, word in enumerate(words):
-        if word.isalpha() and word.islower():
-            continue  # the common case: a plain lowercase word
-        bare = _POSSESSIVE_RE.sub("", word)
+        if (word.isalpha() and word.islower()) or word.isdigit():
+            continue  # the common cases: a plain lowercase word, a number
+        bare = _POSSESSIVE_RE.sub("", word) if "'" in word or "\u2019" in word else word
         if not bare or not _LATIN_LETTER_RE.search(bare):
             continue
-        technical = _TECHNICAL_RE.search(bare) or (_DIGIT_RE.search(bare) and _LATIN_LETTER_RE.search(bare))
-        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS and not _GERMAN_LETTER_RE.search(bare)
+        technical = _TECHNICAL_RE.search(bare) or _DIGIT_RE.search(bare)  # a Latin letter it has, see above
+        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS and not (
+            not bare.isascii() and _GERMAN_LETTER_RE.search(bare)
+        )
         if capitalised and language == "de":
             # German capitalises every noun: there only a run of capitals reads as a name ("Angela Merkel").
             neighbours = words[max(position - 1, 0) : position] + words[position + 1 : position + 2]
@@ -407,58 +459,71 @@ def _script_of(text):
     """The dominant non-Latin script of a text and its weighted share of the letters."""
     if text.isascii() or not _ANY_SCRIPT_RE.search(text):
         return None, 0.0
-    latin = len(_LATIN_LETTER_RE.findall(text))
+    latin = _LATIN_LETTER_RE.subn("", text)[1]  # `subn` counts the letters without a list of them
     best, best_count = None, 0
     for name, pattern in _SCRIPT_RES.items():
-        count = len(pattern.findall(text)) * (2 if name in ("cjk", "hangul") else 1)
+        count = pattern.subn("", text)[1] * (2 if name in ("cjk", "hangul") else 1)
         if count > best_count:
             best, best_count = name, count
     total = latin + best_count
     return (best, best_count / total) if best and total else (None, 0.0)
 
 
+_NO_VOTES = dict.fromkeys(_STOPWORDS, 0)
+
+
 def _language_votes(text, terms=None):
-    votes = dict.fromkeys(_STOPWORDS, 0)
-    for token in _terms(text) if terms is None else terms:
-        for language in _STOPWORD_LANGUAGES.get(token, ()):
+    votes = _NO_VOTES.copy()
+    for token in filter(_STOPWORD_LANGUAGES.__contains__, _terms(text) if terms is None else terms):
+        for language in _STOPWORD_LANGUAGES[token]:
             votes[language] += 1
+    lowered = text.lower()
     if not text.isascii():
-        for language, pattern in _LANGUAGE_HINTS:
-            votes[language] += len(pattern.findall(text))
-    else:
+        for language, pattern, clue_characters, clues in _LANGUAGE_HINTS:
+            if any(map(text.__contains__, clue_characters)) or any(map(lowered.__contains__, clues)):
+                votes[language] += len(pattern.findall(text))
+    elif any(map(lowered.__contains__, _GERMAN_SUFFIX_CLUES)):
         votes["de"] += len(_GERMAN_SUFFIX_RE.findall(text))
     return votes
 
 
 def _decided_language(votes, minimum, margin):
-    ranked = sorted(votes.items(), key=lambda item: item[1], reverse=True)
-    (first, first_votes), (_, second_votes) = ranked[0], ranked[1]
-    return first if first_votes >= minimum and first_votes - second_votes >= margin else None
+    """The language with the most votes, when it has `minimum` and leads the next by `margin`."""
+    if max(votes.values()) < minimum:
+        return None  # the common case: hardly a stopword in the text
+    ranked = sorted(votes.values(), reverse=True)
+    if ranked[0] - ranked[1] < margin:
+        return None
+    return max(votes, key=votes.get)  # the first of the leaders, as a stable sort would rank them
 
 
 @functools.lru_cache(maxsize=4096)
 def analyse_query(query):
     """Everything the rules need to know about a query (cached: GRPO scores each prompt many times)."""
     query = _as_text(query)
-    match = _ONLY_MODE_RE.search(query)
+    match = _ONLY_MODE_RE.search(query) if "/" in query else None
     only = match.group(1).lower() if match else None
     text = query[: match.start()] if match else query
     terms = _terms(text)
-    acronyms = {word.lower() for word in _ACRONYM_RE.findall(text)}  # DAS, NAS, ESTA: not stopwords here
-    key_terms = tuple(dict.fromkeys(t for t in terms if t not in _ALL_STOPWORDS or t in acronyms)) or tuple(
-        dict.fromkeys(terms)
-    )
+    # DAS, NAS, ESTA: not stopwords here. (Without an upper-case letter there is no acronym to look for.)
+    acronyms = () if text.islower() else {word.lower() for word in _ACRONYM_RE.findall(text)}
+    if acronyms:
+        key_terms = tuple(dict.fromkeys(t for t in terms if t not in _ALL_STOPWORDS or t in acronyms))
+    else:
+        key_terms = tuple(dict.fromkeys(itertools.filterfalse(_ALL_STOPWORDS.__contains__, terms)))
+    key_terms = key_terms or tuple(dict.fromkeys(terms))
     script, share = _script_of(text)
     if share < 0.15:
         script = None
-    votes = _language_votes(text)
+    votes = _language_votes(text, terms)
     language = None if script else _decided_language(votes, minimum=2, margin=2)
     # Telling German nouns from names needs less evidence than judging the expansion's language.
     entities = _query_entities(text, language or _decided_language(votes, minimum=1, margin=1))
-    entity_terms = frozenset(term for entity in entities for term in _terms(entity))
+    entity_terms = frozenset().union(*map(_terms, entities))
+    phrases = tuple(entity for entity in entities if " " in entity) if entities else ()
     return QueryInfo(
-        text.strip(), only, key_terms, _term_index(key_terms), " ".join(terms), entities, entity_terms, language,
-        script, share
+        text.strip(), only, key_terms, VariantIndex(key_terms), " ".join(terms), entities, phrases, entity_terms,
+        language, script, share
     )
 
 
@@ -486,7 +551,8 @@ def find_truncation(expansion, query=None):
     if not expansion.lines:
         return ["no hyde/lex/vec lines at all"]
     last = expansion.lines[-1][1]
-    if last and (_DANGLING_END_RE.search(last[-16:]) or last.count('"') % 2 == 1):
+    tail = last[-16:]
+    if last and (_DANGLING_END_RE.search(tail, max(0, len(tail) - _DANGLING_LONGEST)) or last.count('"') % 2 == 1):
         return [f"output ends mid-line: {last[-40:]!r}"]
     if query and last and last[-1].isalnum() and expansion.analysed:
         words = expansion.analysed[-1].terms
@@ -527,22 +593,22 @@ def find_bad_lengths(expansion, query):
     problems = []
     for line in expansion.analysed:
         low, high = LENGTH_LIMITS[line.kind]
-        length = _weighted_length(line.text)
-        if line.terms and length < low:
-            problems.append(f"{line.kind} line too short ({length} chars): {line.text!r}")
-        elif length > high:
-            problems.append(f"{line.kind} line too long ({length} chars)")
-        elif line.kind == "lex" and _word_count(line) > 14:
-            problems.append(f"lex line has {_word_count(line)} words: a keyword phrase is short")
+        if line.terms and line.length < low:
+            problems.append(f"{line.kind} line too short ({line.length} chars): {line.text!r}")
+        elif line.length > high:
+            problems.append(f"{line.kind} line too long ({line.length} chars)")
+        elif line.kind == "lex" and line.word_count > 14:
+            problems.append(f"lex line has {line.word_count} words: a keyword phrase is short")
     return problems
 
 
 def find_too_many_lines(expansion, query):
     """At most 1 hyde, 3 lex and 3 vec lines: more lines only dilute the search."""
+    by_type = expansion.by_type
     return [
-        f"{len(expansion.of(kind))} {kind} lines (max {limit})"
+        f"{len(by_type[kind])} {kind} lines (max {limit})"
         for kind, limit in MAX_LINES.items()
-        if len(expansion.of(kind)) > limit
+        if kind in by_type and len(by_type[kind]) > limit
     ]
 
 
@@ -561,42 +627,41 @@ def find_unwanted_types(expansion, query):
     return [f"/only:{query.only} asked, but {', '.join(extra)} lines present"] if extra else []
 
 
-def _jaccard(a, b):
-    return len(a & b) / len(a | b) if a or b else 0.0
-
-
 def _duplicate_pairs(lines):
-    """Pairs of repeated lines. Across types only the same words can repeat, so those are found by
-    hashing; the fuzzier same-type comparison runs on the few pairs of one type."""
-    pairs, seen = [], {}
-    for line in lines:
-        if not line.words:
-            continue
-        key = frozenset(line.words)
-        for other in seen.get(key, ()):
-            if other.kind != line.kind and _same_line(other, line):
-                pairs.append((other, line))
-        seen.setdefault(key, []).append(line)
+    """Pairs of repeated lines: copies across types (ordered by where the copy is), then near-copies
+    within one type (ordered by the first line). Each pair is looked at once, cheap tests first."""
+    across, within = [], []
     for i, a in enumerate(lines):
-        pairs.extend((a, b) for b in lines[i + 1 :] if b.kind == a.kind and _same_line(a, b))
-    return pairs
+        if not a.words:
+            continue
+        for j in range(i + 1, len(lines)):
+            b = lines[j]
+            if b.kind != a.kind:
+                # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
+                if a.words == b.words and abs(len(a.terms) - len(b.terms)) <= 1:
+                    across.append((j, i, a, b))
+            elif b.words and _same_line(a, b):
+                within.append((a, b))
+    return [(a, b) for _, _, a, b in sorted(across)] + within
 
 
 def _same_line(a, b):
-    if not a.words or not b.words:
-        return False
+    """Two lines of one type say the same: the same words reordered, a plural, or one word swapped or
+    added ("a new passport")."""
     if a.terms == b.terms:
         return True
-    if a.kind == b.kind:
-        # The same words reordered, a plural, or one word swapped or added ("a new passport").
-        (stems_a, all_a), (stems_b, all_b) = a.stem_sets(), b.stem_sets()
-        if _jaccard(stems_a, stems_b) >= 0.8 or _jaccard(all_a, all_b) >= 0.8:
-            return True
-        if a.wide and b.wide and _CJK_RE.search(a.text):  # no spaces: compare the characters
-            return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
-        return False
-    # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
-    return a.words == b.words and abs(len(a.terms) - len(b.terms)) <= 1
+    (stems_a, all_a), (stems_b, all_b) = a.stem_sets(), b.stem_sets()
+    if _overlap_at_least_80(stems_a, stems_b) or _overlap_at_least_80(all_a, all_b):
+        return True
+    if a.wide and b.wide and _CJK_RE.search(a.text):  # no spaces: compare the characters
+        return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
+    return False
+
+
+def _overlap_at_least_80(a, b):
+    """Jaccard similarity of two non-empty sets >= 0.8, in integers: shared / union >= 4/5."""
+    shared = len(a & b)
+    return 5 * shared >= 4 * (len(a) + len(b) - shared)
 
 
 def find_duplicates(expansion, query):
@@ -613,10 +678,10 @@ def find_keyword_stuffing(expansion, query):
     query_phrase = query.phrase if len(query.key_terms) >= 2 else ""
     for line in expansion.analysed:
         if line.kind == "hyde" and len(line.terms) >= 8 and _ALL_STOPWORDS.isdisjoint(line.terms) and (
-            not _WIDE_RE.search(line.text) and not any(mark in line.text for mark in ".,;:")
+            not line.wide and not any(mark in line.text for mark in ".,;:")
         ):
             problems.append("hyde is a bare keyword list, not a passage")
-        if len(line.terms) - len(set(line.terms)) < 2:
+        if len(line.terms) - len(line.distinct) < 2:
             continue  # nothing repeats twice: no stuffing possible
         if query_phrase and " ".join(line.terms).count(query_phrase) >= 2:
             problems.append(f"the query repeated inside a {line.kind} line")
@@ -624,9 +689,9 @@ def find_keyword_stuffing(expansion, query):
         if line.kind != "hyde":  # a passage may repeat a command; a keyword line may not repeat a phrase
             words = [term for term in line.terms if not term.isdigit()]  # "@8.8.8.8" is an address
             trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
-        if line.kind != "hyde" and len(trigrams) != len(set(trigrams)):
-            problems.append(f"a phrase repeated inside a {line.kind} line")
-            continue
+            if len(trigrams) != len(set(trigrams)):
+                problems.append(f"a phrase repeated inside a {line.kind} line")
+                continue
         counts = {}  # quantities repeat in real text ("feed 1:1:1", "200 g flour, 200 g water"): not counted
         for term in line.terms:
             if len(term) > 1 and term in line.content and not term.isdigit():
@@ -642,9 +707,9 @@ def find_keyword_stuffing(expansion, query):
     return problems
 
 
-def _is_echo(line, expansion, query):
+def _is_echo(line, query_words):
     """True when a line holds no word beyond the query's own words (and filler)."""
-    return line.words <= expansion.query_words(query)
+    return line.words <= query_words
 
 
 def find_query_echo(expansion, query):
@@ -652,7 +717,7 @@ def find_query_echo(expansion, query):
     if not query.key_terms:
         return []
     lines = expansion.analysed
-    echoes = sum(_is_echo(line, expansion, query) for line in lines)
+    echoes = expansion.match(query).echoes
     if len(lines) >= 2 and echoes == len(lines):
         return [f"every line only repeats the query ({echoes} lines)"]
     if echoes >= 3:
@@ -660,33 +725,62 @@ def find_query_echo(expansion, query):
     return []
 
 
+def _search_lowered(pattern, lowered):
+    """`pattern.search` on lowercased text; for ASCII text, its clues and case-sensitive twin give the same."""
+    if not lowered.isascii():
+        return pattern.search(lowered)
+    if not any(map(lowered.__contains__, _ASCII_CLUES[pattern])):
+        return None
+    return _LOWERCASE_TWINS[pattern].search(lowered)
+
+
+def _chatter_lines(expansion):
+    """The lines with reasoning chatter, as `type: 'payload'`; scanned once per expansion."""
+    if expansion._chatter is None:
+        expansion._chatter = []
+        # Words one of which every chatter pattern contains: most expansions hold none, and skip the regex.
+        if not (expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) and " # " not in expansion.lowered):
+            if _search_lowered(_CHATTER_RE, expansion.lowered):
+                expansion._chatter = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines
+                                      if _CHATTER_RE.search(payload)]
+    return expansion._chatter
+
+
 def find_reasoning_chatter(expansion, query):
     """Talk about the task inside the lines ("Sure! Here's a passage", "I think the keywords are",
     "the user wants"): the model is thinking aloud instead of writing search lines."""
-    if expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) and " # " not in expansion.lowered:
+    chatter = _chatter_lines(expansion)
+    if not chatter or _CHATTER_RE.search(query.text):
         return []
-    if not _CHATTER_RE.search(expansion.lowered) or _CHATTER_RE.search(query.text):
-        return []
-    chatter = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _CHATTER_RE.search(payload)]
-    return [f"reasoning chatter in {', '.join(chatter[:2])}"] if chatter else []
+    return [f"reasoning chatter in {', '.join(chatter[:2])}"]
+
+
+def _filler_lines(expansion):
+    """None when the expansion holds no filler phrase, else the lines that do; scanned once."""
+    if expansion._filler is None:
+        expansion._filler = (None,)
+        if not expansion.distinct_terms.isdisjoint(_FILLER_FIRST_WORDS) and _search_lowered(_FILLER_RE, expansion.lowered):
+            expansion._filler = ([f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines
+                                  if _FILLER_RE.search(payload)],)
+    return expansion._filler[0]
 
 
 def find_generic_filler(expansion, query):
     """Filler phrases that match every document equally ("information about", "guide tips")."""
-    if expansion.distinct_terms.isdisjoint(_FILLER_FIRST_WORDS) or not _FILLER_RE.search(expansion.lowered):
+    hits = _filler_lines(expansion)
+    if hits is None or _FILLER_RE.search(query.text):
         return []
-    if _FILLER_RE.search(query.text):
-        return []
-    hits = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines if _FILLER_RE.search(payload)]
     return [f"generic filler in {', '.join(hits[:2])}"]
 
 
-def _is_grounded(line, expansion, query):
-    """A line holds a key term of the query (or a close variant), or one of its named entities."""
-    if not expansion.query_words(query).isdisjoint(line.terms):
+def _is_grounded(line, query_words, query):
+    """A line holds a key term of the query (or a close variant), or one of its multi-word entities."""
+    if not query_words.isdisjoint(line.terms):
         return True
+    if not query.phrases:
+        return False
     lowered = line.text.lower()
-    return any(_has_entity(lowered, entity, line.terms) for entity in query.entities if " " in entity)
+    return any(_has_entity(lowered, entity, line.terms) for entity in query.phrases)
 
 
 def _has_entity(text, entity, terms=None):
@@ -700,47 +794,54 @@ def _has_entity(text, entity, terms=None):
     return len(squashed_entity) > 2 and squashed_entity in _NON_WORD_RE.sub("", text)
 
 
+def _covered_key_terms(query_words, query):
+    """The query's key terms that `query_words` holds, as they are or as a close variant."""
+    covered = query_words.intersection(query.key_terms)
+    for term in query.key_terms:
+        # The variant relation is symmetric: index the missing term and look the words up in it.
+        if term not in covered and query_words and VariantIndex((term,)).matching(query_words):
+            covered.add(term)
+    return covered
+
+
 def find_off_topic(expansion, query):
     """The expansion must stay on the query's topic: its key terms, its entities, its lex lines."""
     if not query.key_terms or not expansion.lines:
         return []
-    matched = _term_index(expansion.query_words(query))  # the variant relation is symmetric
-    covered = {term for term in query.key_terms if _is_variant(term, matched)}
+    match = expansion.match(query)
+    covered = _covered_key_terms(match.words, query)
     problems = []
     # Half of the key terms; a long question may be paraphrased, so three of them are enough.
     if len(covered) < min((len(query.key_terms) + 1) // 2, 3):
         problems.append(f"covers {len(covered)}/{len(query.key_terms)} of the query's key terms")
-    if query.entities and not any(
-        _has_entity(expansion.lowered, entity, expansion.distinct_terms) for entity in query.entities
-    ):
-        problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
-    topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
-    # A single topic word is fairly replaced by a synonym ("worth it" ~ "pays off"); two or more are not.
-    if query.entities and len(topic_terms) >= 2 and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
-        problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
-    lex = [line for line in expansion.analysed if line.kind == "lex"]
-    grounded = sum(_is_grounded(line, expansion, query) for line in lex)
-    if lex and grounded * 2 < len(lex):
-        problems.append(f"{len(lex) - grounded}/{len(lex)} lex lines share no term with the query")
-    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
-    if hyde and not _is_grounded(hyde[0], expansion, query):
+    if query.entities:
+        if not any(_has_entity(expansion.lowered, entity, expansion.distinct_terms) for entity in query.entities):
+            problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
+        topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
+        # A single topic word is fairly replaced by a synonym ("worth it" ~ "pays off"); two or more are not.
+        if len(topic_terms) >= 2 and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
+            problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
+    lex = expansion.analysed_by_type["lex"]
+    if lex and match.lex_grounded * 2 < len(lex):
+        problems.append(f"{len(lex) - match.lex_grounded}/{len(lex)} lex lines share no term with the query")
+    if expansion.analysed_by_type["hyde"] and not match.hyde_grounded:
         problems.append("hyde shares no term with the query")
     return problems
 
 
 def find_wrong_language(expansion, query):
     """A query in Japanese, German, ... gets expansions in that language and script."""
+    if not query.script and not query.language:
+        return []  # an English or undecided query: any language will do
     natural = [line for line in expansion.analysed if line.kind != "lex"] or expansion.analysed
     if not natural:
         return []
-    text = " ".join(line.text for line in natural)
+    text = " ".join([line.text for line in natural])
     if query.script:
         script, share = _script_of(text)
         kept = share if script == query.script else 0.0
         if kept < max(0.15, 0.4 * query.script_share):
             return [f"query is in {query.script} script, expansion is not ({kept:.0%} of its letters)"]
-        return []
-    if not query.language:
         return []
     language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3, margin=1)
     if language and language != query.language:
@@ -772,19 +873,23 @@ def wanted_types(query):
     return {query.only} if query.only else set(LINE_TYPES)
 
 
+def _wants(query, kind):
+    """Whether the query asks for lines of this type: all types unless it says /only:TYPE."""
+    return not query.only or query.only == kind
+
+
 def format_points(expansion, query):
     """30: the required line types are present and within their limits; hyde comes first."""
     points, notes = 0.0, []
     required = [query.only] if query.only else ["lex", "vec"]
     for kind in required:
-        if expansion.of(kind):
+        if kind in expansion.by_type:
             points += 20 / len(required)
         else:
             notes.append(f"no {kind} line")
     if not find_too_many_lines(expansion, query) and not find_unwanted_types(expansion, query):
         points += 10
-    kinds = [kind for kind, _ in expansion.lines]
-    if "hyde" in kinds and kinds.index("hyde") != 0:
+    if "hyde" in expansion.by_type and expansion.lines[0][0] != "hyde":
         points -= 2
         notes.append("hyde is not the first line")
     return max(points, 0.0), notes
@@ -793,13 +898,13 @@ def format_points(expansion, query):
 def diversity_points(expansion, query):
     """30: both lex and vec lines, no repeats, lines that add words the query lacks."""
     points, notes = 0.0, []
-    if query.only or {"lex", "vec"} <= expansion.types:
+    if query.only or ("lex" in expansion.by_type and "vec" in expansion.by_type):
         points += 10
     else:
         notes.append("only one type of line")
     if not expansion.duplicate_pairs:
         points += 10
-    echoes = sum(_is_echo(line, expansion, query) for line in expansion.analysed) if query.key_terms else 0
+    echoes = expansion.match(query).echoes if query.key_terms else 0
     if echoes > 1:
         notes.append(f"{echoes} lines add nothing to the query")
     return points + max(10 - 5 * max(0, echoes - 1), 0), notes
@@ -807,18 +912,18 @@ def diversity_points(expansion, query):
 
 def hyde_points(expansion, query):
     """20: one hyde passage of 50-200 characters, grounded in the query, not a copy of it."""
-    if "hyde" not in wanted_types(query):
+    if not _wants(query, "hyde"):
         return 20.0, []
-    hyde = [line for line in expansion.analysed if line.kind == "hyde"]
+    hyde = expansion.analysed_by_type["hyde"]
     if not hyde:
         return 0.0, ["no hyde line"]
     passage, points, notes = hyde[0], 10.0, []
-    length = _weighted_length(passage.text)
-    if 50 <= length <= 200:
+    if 50 <= passage.length <= 200:
         points += 5
     else:
-        notes.append(f"hyde is {length} chars (50-200 wanted)")
-    if query.key_terms and (_is_echo(passage, expansion, query) or not _is_grounded(passage, expansion, query)):
+        notes.append(f"hyde is {passage.length} chars (50-200 wanted)")
+    match = expansion.match(query)
+    if query.key_terms and (match.hyde_echo or not match.hyde_grounded):
         notes.append("hyde only repeats the query or misses its terms")
     else:
         points += 5
@@ -828,48 +933,44 @@ def hyde_points(expansion, query):
 def quality_points(expansion, query):
     """20: grounded keyword lex lines that keep the entities, natural vec lines."""
     points, notes = 0.0, []
-    wanted = wanted_types(query)
-    lex = [line for line in expansion.analysed if line.kind == "lex"]
-    vec = [line for line in expansion.analysed if line.kind == "vec"]
-    if "lex" in wanted and lex and query.key_terms:
-        grounded = sum(_is_grounded(line, expansion, query) for line in lex) / len(lex)
+    wants_lex, wants_vec = _wants(query, "lex"), _wants(query, "vec")
+    lex, vec = expansion.analysed_by_type["lex"], expansion.analysed_by_type["vec"]
+    if wants_lex and lex and query.key_terms:
+        grounded = expansion.match(query).lex_grounded / len(lex)
         points += 6 * grounded
         if grounded < 1:
             notes.append("a lex line shares no term with the query")
-    elif "lex" not in wanted or not query.key_terms:
+    elif not wants_lex or not query.key_terms:
         points += 6
     if query.entities:
-        entity_lines = lex if "lex" in wanted and lex else expansion.analysed
-        entity_text = " ".join(line.text for line in entity_lines).lower()
-        entity_terms = set().union(*(line.terms for line in entity_lines))
+        if wants_lex and lex:
+            entity_text = " ".join([line.text for line in lex]).lower()
+            entity_terms = set().union(*[line.terms for line in lex])
+        else:
+            entity_text, entity_terms = expansion.lowered, expansion.distinct_terms  # every line
         missing = [entity for entity in query.entities if not _has_entity(entity_text, entity, entity_terms)]
         points += 6 * (1 - len(missing) / len(query.entities))
         if missing:
             notes.append(f"entities missing from lex lines: {', '.join(missing)}")
     else:
         points += 6
-    if "vec" in wanted and vec:
+    if wants_vec and vec:
         natural = sum(_reads_naturally(line) for line in vec) / len(vec)
         points += 4 * natural
         if natural < 1:
             notes.append("a vec line is a bare keyword list, not natural language")
-    elif "vec" not in wanted:
+    elif not wants_vec:
         points += 4
-    if any(_word_count(line) > 10 for line in lex):
+    if any(line.word_count > 10 for line in lex):
         notes.append("a lex line reads like a sentence, not keywords")
     else:
         points += 4
     return points, notes
 
 
-def _word_count(line):
-    """Words in a line; CJK text counts its space-separated chunks, not its character bigrams."""
-    return len(line.text.split()) if line.wide else len(line.terms)
-
-
 def _reads_naturally(line):
     if line.wide:
-        return _weighted_length(line.text) >= 10
+        return line.length >= 10
     return len(line.terms) >= 4 or (len(line.terms) >= 3 and not _ALL_STOPWORDS.isdisjoint(line.terms))
 
 
