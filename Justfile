@@ -7,6 +7,7 @@ default:
 # create .venv and install what the tests need (idempotent)
 setup:
     @[ -x {{python}} ] || python3 -m venv .venv
+    @bash scripts/llama_cpp_wheel.sh {{python}}
     @{{python}} -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
 # run the test suite
@@ -107,3 +108,15 @@ bench-retrieval *args: fetch-smollm2 fetch-minilm
     if [ -d "{{sft_demo}}" ]; then models+=("{{sft_demo}}"); else echo "no {{sft_demo}} yet: \`just demo\` trains it"; fi
     {{python}} jobs/retrieval.py --dataset "{{scifact}}" --embedder "{{minilm}}" --model "${models[@]}" \
         --report outputs/retrieval/scifact.json --max_new_tokens 160 --batch_size 24 --repetition_penalty 1.15 --threads 1 {{args}}
+
+# GGUF of a model (f16 + --quants, default Q8_0 and Q4_K_M), each file scored against the HF model: just quantize outputs/sft/merged
+quantize model *args: setup
+    {{python}} jobs/quantize.py --model {{model}} {{args}}
+
+# GGUF of the demo's SFT model: f16, Q8_0, Q4_K_M scored against it on the held-out queries (run `just demo` first; ~30 min on 2 cores)
+# One thread: llama.cpp's and torch's threads spin while they wait, and on a 2-core machine shared with other work
+# two of them collapse (measured under load: llama.cpp 0.5 vs 13 tok/s, torch 1.5 vs 29 tok/s).
+demo-quantize: setup
+    @[ -f outputs/demo/sft/merged/config.json ] || (echo "no SFT demo model: run 'just demo' first" && exit 1)
+    {{python}} jobs/quantize.py --model outputs/demo/sft/merged --output_dir outputs/demo/gguf --name qmd-expand-smollm2-135m \
+        --quants f16,q8_0,q4_k_m --max_new_tokens 160 --repetition_penalty 1.15 --batch_size 24 --threads 1

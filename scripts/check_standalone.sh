@@ -31,4 +31,12 @@ echo "== uv run grpo.py --dry-run --dataset train.jsonl --model you/qmd-expand-s
 HF_HUB_OFFLINE=1 uv run --quiet "${with[@]}" --script grpo.py --dry-run --dataset train.jsonl --model you/qmd-expand-sft
 echo "== uv run retrieval.py --dataset beir-tiny --no_dense"
 uv run --quiet "${with[@]}" --script retrieval.py --dataset beir-tiny --no_dense --report retrieval.json
+echo "== uv run quantize.py --help, --dry-run --model you/qmd-expand-sft"
+cp "$root/jobs/quantize.py" .
+# llama-cpp-python has only a source distribution on PyPI: take the wheel scripts/llama_cpp_wheel.sh keeps,
+# where there is one; else uv builds it with the header's CMAKE_ARGS (about 10 minutes, then cached).
+llama_wheels=${QMD_CACHE:-$HOME/.cache/qmd-expand}/wheels
+[ -d "$llama_wheels" ] && export UV_FIND_LINKS="${UV_FIND_LINKS:+$UV_FIND_LINKS,}$llama_wheels"
+uv run --quiet "${with[@]}" --script quantize.py --help | head -n 5
+HF_HUB_OFFLINE=1 uv run --quiet "${with[@]}" --script quantize.py --dry-run --model you/qmd-expand-sft
 echo "standalone: ok"

