@@ -5,7 +5,9 @@ Usage:
     uv run jobs/retrieval.py --dataset ../shared/data/scifact --model outputs/demo/sft/merged
     uv run jobs/retrieval.py --dataset evals/notes --model base.gguf outputs/sft/merged --embedder .cache/minilm
     uv run jobs/retrieval.py --dataset BeIR/scifact --model you/qmd-expand --no_dense --limit 50
-    hf jobs uv run --flavor a10g-small jobs/retrieval.py --dataset BeIR/scifact --model you/qmd-expand
+    uv run jobs/retrieval.py --dataset evals/notes --model outputs/sft/merged --card outputs/sft/README.md
+    hf jobs uv run --flavor a10g-small --secrets HF_TOKEN jobs/retrieval.py --dataset BeIR/scifact \
+        --model you/qmd-expand --card you/qmd-expand
 
 --dataset is a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`; `.jsonl.gz` works too)
 or a Hub dataset id in that layout. Qrels not in the dataset come from --qrels (file, folder or Hub id),
@@ -34,6 +36,10 @@ Metrics: nDCG@10 and Recall@100 per query from ir-measures (trec_eval through py
 with nothing retrieved scores 0. Raw vs expanded is compared per query: mean delta, wins / losses /
 ties, and a two-sided paired t-test (scipy). The report (JSON) holds the tables, timings and every
 query's expansion and metrics.
+
+--card puts the tables into a model card: the README.md that jobs/sft.py or jobs/grpo.py wrote (a path),
+or the card of a Hub model repo (downloaded, updated, uploaded; needs HF_TOKEN). The section is fenced
+by comments naming the dataset: a rerun replaces it, other datasets' sections stay.
 
 Expansions are generated greedily in batches (defaults as the CPU demo: batch 24, 160 new tokens,
 repetition penalty 1.15) and cached in --cache_dir/expansions.jsonl, keyed by model (a local model
@@ -1649,6 +1655,8 @@ class RetrievalConfig:
     embed_batch_size: int = 64
     threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: all)"})
     worst: int = field(default=5, metadata={"help": "how many of the worst per-query losses to print"})
+    card: str | None = field(default=None, metadata={"help": "model card to carry the tables: a README.md path, "
+                                                             "or a Hub model repo whose card is updated"})
 
 
 def log(message):
@@ -2133,6 +2141,59 @@ def format_worst(per_query, system, worst):
     return "\n".join(lines)
 
 
+def card_section(report):
+    """The report as a model-card section, fenced by comments naming the dataset so a rerun replaces it."""
+    name = os.path.basename(os.path.normpath(report["dataset"]))
+    lines = [f"<!-- retrieval:{name} -->", f"## Retrieval: {name}", "",
+             f"{report['queries']} queries, {report['documents']} documents. Raw query vs raw query + expansion, "
+             f"fused with RRF (k {report['definitions']['rrf_k']}, raw-query weight "
+             f"{report['definitions']['raw_weight']:g}); BM25 (bm25s, stemmed)"
+             + (f", dense ({report['embedder']})" if report["embedder"] else "") + ". p: two-sided paired t-test "
+             "over queries. Made by jobs/retrieval.py.", ""]
+    for block in report["models"]:
+        lines += [f"Expansions by `{block['model']}` ({block['expansion']['queries_with_lines']} of "
+                  f"{report['queries']} queries with usable lines):", "",
+                  "| system | " + " | ".join(f"{m} raw | {m} expanded | delta | p" for m in METRICS) + " |",
+                  "|---|" + "---:|" * 4 * len(METRICS)]
+        for system, metrics in block["table"].items():
+            cells = [f"{metrics[m]['raw']:.4f} | {metrics[m]['expanded']:.4f} | {metrics[m]['delta']:+.4f} | "
+                     + (f"{metrics[m]['p_value']:.3f}" if metrics[m]["p_value"] >= 0.001 else "<0.001")
+                     for m in METRICS]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + f"<!-- /retrieval:{name} -->\n"
+
+
+def with_section(card, section):
+    """`card` with `section` in place of its earlier version, or appended."""
+    opening, closing = section.split("\n", 1)[0], section.rstrip("\n").rsplit("\n", 1)[-1]
+    if opening in card and closing in card:
+        start, end = card.index(opening), card.index(closing) + len(closing) + 1
+        return card[:start] + section + card[end:]
+    return card.rstrip("\n") + "\n\n" + section
+
+
+def update_card(target, report, token):
+    """Write the report's tables into a local model card, or into the card of a Hub model repo."""
+    section = card_section(report)
+    if os.path.exists(target):
+        with open(target, encoding="utf-8") as handle:
+            card = handle.read()
+        partial = target + ".partial"
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(with_section(card, section))
+        os.replace(partial, target)
+        log(f"model card {target}: retrieval tables written")
+        return
+    from huggingface_hub import hf_hub_download, upload_file
+
+    with open(hf_hub_download(target, "README.md", token=token), encoding="utf-8") as handle:
+        card = handle.read()
+    upload_file(path_or_fileobj=with_section(card, section).encode("utf-8"), path_in_repo="README.md",
+                repo_id=target, token=token, commit_message=f"model card: retrieval on {report['dataset']}")
+    log(f"model card https://huggingface.co/{target}: retrieval tables pushed")
+
+
 # ---------------------------------------------------------------- the job
 
 
@@ -2241,10 +2302,20 @@ def main(argv=None):
     for model in config.model:
         if not os.path.exists(model) and not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", model):
             raise SystemExit(f"--model: no such file or folder, and not a Hub id: {model}")
+    token = None
+    if config.card and not os.path.exists(config.card):  # a Hub repo: its card is rewritten, so a token is needed
+        try:
+            token = check_push_target(config.card)
+        except SystemExit as error:
+            raise SystemExit(f"--card: no such file, and {str(error).removeprefix('--push-to-hub: ')}") from None
+    if config.card and not config.model:
+        raise SystemExit("--card: the tables compare a model's expansions with raw queries; give --model too")
     try:
-        run_retrieval(config)
+        report = run_retrieval(config)
     except (BeirFormatError, FileNotFoundError) as error:
         raise SystemExit(f"retrieval: {error}") from None
+    if config.card:
+        update_card(config.card, report, token)
     return 0
 
 

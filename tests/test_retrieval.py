@@ -278,6 +278,28 @@ def test_bm25_raw_vs_expanded_known_answers(tmp_path, capsys):
     assert "raw queries (5)" in out and "worst BM25 losses" in out and "[q5] tomato leaves" in out
 
 
+def test_card_carries_the_tables_and_a_rerun_replaces_them(tmp_path):
+    write_cache(tmp_path / "cache" / "expansions.jsonl", "cached-model", EXPANSIONS, EXPANSIONS)
+    card = tmp_path / "README.md"
+    card.write_text("# qmd-expand\n\n## Eval\n\nreward table\n", encoding="utf-8")
+    run_job(tmp_path, "--no_dense", "--model", "cached-model", "--card", str(card))
+    first = card.read_text(encoding="utf-8")
+    assert first.startswith("# qmd-expand\n\n## Eval\n\nreward table\n\n<!-- retrieval:beir-tiny -->\n")
+    assert "## Retrieval: beir-tiny" in first and "Expansions by `cached-model` (4 of 5 queries" in first
+    # BM25 nDCG@10 raw 0.8, expanded (4 + 1/log2(3)) / 5, as in the known-answers test above
+    assert f"| BM25 | 0.8000 | {(4 + 1 / LOG2_3) / 5:.4f} | +{(1 / LOG2_3) / 5:.4f} |" in first
+    run_job(tmp_path, "--no_dense", "--model", "cached-model", "--card", str(card), "--raw_weight", "2")
+    second = card.read_text(encoding="utf-8")
+    assert second.count("## Retrieval: beir-tiny") == 1 and "raw-query weight 2)" in second
+    assert "| BM25 | 0.8000 | 1.0000 | +0.2000 |" in second and second.startswith(first.split("<!--")[0])
+
+
+def test_card_that_is_neither_a_file_nor_a_repo_fails_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="--card: no such file, and expected a repo id"):
+        run_job(tmp_path, "--no_dense", "--model", "cached-model", "--card", str(tmp_path / "missing" / "README.md"))
+    assert not (tmp_path / "report.json").exists()
+
+
 def test_raw_weight_two_keeps_a_harmful_line_from_overtaking_the_raw_query(tmp_path):
     write_cache(tmp_path / "cache" / "expansions.jsonl", "cached-model", EXPANSIONS, EXPANSIONS)
     report = run_job(tmp_path, "--no_dense", "--model", "cached-model", "--raw_weight", "2")
