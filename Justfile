@@ -4,14 +4,17 @@ python := ".venv/bin/python"
 default:
     @just --list
 
-# create .venv and install what the tests need (idempotent)
+# create .venv and install what the jobs and tests need (idempotent)
 setup:
     @[ -x {{python}} ] || python3 -m venv .venv
-    @bash scripts/llama_cpp_wheel.sh {{python}}
     @{{python}} -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 
+# llama-cpp-python for jobs/quantize.py: PyPI has only its source, so a wheel is built once (~8 min) and cached
+setup-gguf: setup
+    @bash scripts/llama_cpp_wheel.sh {{python}}
+
 # run the test suite
-test *args: setup
+test *args: setup-gguf
     {{python}} -m pytest {{args}}
 
 # score one expansion: just score "query" $'lex: ...\nvec: ...'
@@ -110,13 +113,13 @@ bench-retrieval *args: fetch-smollm2 fetch-minilm
         --report outputs/retrieval/scifact.json --max_new_tokens 160 --batch_size 24 --repetition_penalty 1.15 --threads 1 {{args}}
 
 # GGUF of a model (f16 + --quants, default Q8_0 and Q4_K_M), each file scored against the HF model: just quantize outputs/sft/merged
-quantize model *args: setup
+quantize model *args: setup-gguf
     {{python}} jobs/quantize.py --model {{model}} {{args}}
 
 # GGUF of the demo's SFT model: f16, Q8_0, Q4_K_M scored against it on the held-out queries (run `just demo` first; ~30 min on 2 cores)
 # One thread: llama.cpp's and torch's threads spin while they wait, and on a 2-core machine shared with other work
 # two of them collapse (measured under load: llama.cpp 0.5 vs 13 tok/s, torch 1.5 vs 29 tok/s).
-demo-quantize: setup
+demo-quantize: setup-gguf
     @[ -f outputs/demo/sft/merged/config.json ] || (echo "no SFT demo model: run 'just demo' first" && exit 1)
     {{python}} jobs/quantize.py --model outputs/demo/sft/merged --output_dir outputs/demo/gguf --name qmd-expand-smollm2-135m \
         --quants f16,q8_0,q4_k_m --max_new_tokens 160 --repetition_penalty 1.15 --batch_size 24 --threads 1

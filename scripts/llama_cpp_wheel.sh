@@ -6,7 +6,7 @@
 #
 # Usage: scripts/llama_cpp_wheel.sh [PYTHON]   (default .venv/bin/python; cache: $QMD_CACHE or ~/.cache/qmd-expand)
 set -euo pipefail
-version=0.3.36  # the pin in jobs/quantize.py (LLAMA_CPP_PYTHON) and requirements-dev.txt
+version=0.3.36  # the pin in jobs/quantize.py (LLAMA_CPP_PYTHON and its PEP 723 header)
 python=${1:-.venv/bin/python}
 cache=${QMD_CACHE:-$HOME/.cache/qmd-expand}
 sdist="$cache/llama_cpp_python-$version.tar.gz"

@@ -2,7 +2,7 @@
 
 The model is a random Qwen3 (hidden 256, head_dim 64: every matrix takes k-quants) with GPT-2's tokenizer
 from llama.cpp's own vocab file, which its converter recognises. llama-cpp-python comes from
-scripts/llama_cpp_wheel.sh (`just setup`), which also keeps the pinned source distribution in its cache.
+scripts/llama_cpp_wheel.sh (`just setup-gguf`, which `just test` runs), which also keeps the pinned source distribution in its cache.
 """
 
 import json
