@@ -75,6 +75,7 @@ _HANGUL = "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"
 # `translate` + `split` finds the `[a-z0-9]+` words about twice as fast as a regex findall.
 _ASCII_WORD_BYTES = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
 _WORD_RE = re.compile(r"[^\W_]+")
+_NON_ASCII_WORD_CHAR_RE = re.compile(r"[^\W\x00-\x7f]")  # a letter or digit outside ASCII
 _TOKEN_RE = re.compile(rf"([{_CJK}]+)|([{_HANGUL}]+|[^\W_{_CJK}{_HANGUL}]+)")  # (CJK run, other word)
 _CJK_RE = re.compile(rf"[{_CJK}]")
 _HANGUL_RE = re.compile(rf"[{_HANGUL}]")
@@ -242,23 +243,25 @@ class Line:
 
     def __init__(self, kind, text):
         self.kind, self.text = kind, text
-        self.wide = not text.isascii() and bool(_WIDE_RE.search(text))  # holds CJK or Hangul
+        self.wide = wide = not text.isascii() and bool(_WIDE_RE.search(text))  # holds CJK or Hangul
         # Weighted length: CJK and Hangul characters count twice, since one carries about a word's worth.
-        self.length = len(text) + len(_WIDE_RE.findall(text)) if self.wide else len(text)
-        self.terms = _terms(text, self.wide)
-        self.distinct = set(self.terms)
+        self.length = len(text) + len(_WIDE_RE.findall(text)) if wide else len(text)
+        self.terms = terms = _terms(text, wide)
+        self.distinct = distinct = set(terms)
         # CJK text counts its space-separated chunks, not its character bigrams.
-        self.word_count = len(text.split()) if self.wide else len(self.terms)
-        self.content = self.distinct - _ALL_STOPWORDS  # distinct words that carry meaning
-        self.words = self.content if self.content.isdisjoint(_FILLER_WORDS) else self.content - _FILLER_WORDS
+        self.word_count = len(text.split()) if wide else len(terms)
+        self.content = content = distinct - _ALL_STOPWORDS  # distinct words that carry meaning
+        self.words = content if content.isdisjoint(_FILLER_WORDS) else content - _FILLER_WORDS
         self._stems = None  # worked out when the line is compared with another of its type
 
     def stem_sets(self):
         """(stems of its words, stems of all its terms): plurals and verb forms compare equal."""
         if self._stems is None:
             stems = set(map(_first_five, self.words))
-            # The other terms are stopwords and filler, a handful: stem those and add the words' stems.
-            self._stems = stems, stems.union(map(_first_five, self.distinct - self.words))
+            if len(self.words) == len(self.distinct):
+                self._stems = stems, stems  # no stopwords or filler: all its terms are words
+            else:  # the other terms are stopwords and filler, a handful: stem those and add the words' stems
+                self._stems = stems, stems.union(map(_first_five, self.distinct - self.words))
         return self._stems
 
 
@@ -269,7 +272,8 @@ class QueryMatch:
 
     def __init__(self, expansion, query):
         self.words = words = query.key_index.matching(expansion.distinct_terms)  # key terms, or variants
-        self.echoes = sum([_is_echo(line, words) for line in expansion.analysed])  # lines adding nothing
+        # Lines adding nothing (see `_is_echo`): the words of each are a subset of `words`.
+        self.echoes = sum(map(words.issuperset, [line.words for line in expansion.analysed]))
         self.lex_grounded = sum([_is_grounded(line, words, query) for line in expansion.analysed_by_type["lex"]])
         hyde = expansion.analysed_by_type["hyde"]  # the same two facts for the first hyde line:
         self.hyde_echo = bool(hyde) and _is_echo(hyde[0], words)
@@ -308,18 +312,18 @@ class Expansion:
         return set(self.by_type)
 
     def _analyse(self):
-        by_type, analysed, distinct_terms = self.by_type, self.analysed, self.distinct_terms
+        by_type, analysed_by_type = self.by_type, self.analysed_by_type
         for kind, payload in self.lines:
             if kind in by_type:
                 by_type[kind].append(payload)
             else:
                 by_type[kind] = [payload]
-        for kind, payload in self.lines[:16]:
-            line = Line(kind, payload)
-            analysed.append(line)
-            self.analysed_by_type[kind].append(line)
-            distinct_terms.update(line.terms)
-        self.lowered = " ".join([line.text for line in analysed]).lower()
+        kinds, payloads = [kind for kind, _ in self.lines[:16]], [payload for _, payload in self.lines[:16]]
+        self.analysed = analysed = list(map(Line, kinds, payloads))
+        for line in analysed:
+            analysed_by_type[line.kind].append(line)
+        self.distinct_terms.update(*[line.terms for line in analysed])
+        self.lowered = " ".join(payloads).lower()
         self.duplicate_pairs = _duplicate_pairs(analysed)
 
     def match(self, query):
@@ -387,8 +391,9 @@ def _terms(text, wide=None):
     text = text.lower()
     if "'" in text or "\u2019" in text:
         text = _POSSESSIVE_RE.sub("", text)
-    if text.isascii():
-        return text.encode().translate(_ASCII_WORD_BYTES).decode().split()
+    if text.isascii() or not _NON_ASCII_WORD_CHAR_RE.search(text):
+        # All its letters and digits are ASCII ("24°C", "a — b"): every other character separates words.
+        return text.encode("ascii", "replace").translate(_ASCII_WORD_BYTES).decode().split()
     if not (_WIDE_RE.search(text) if wide is None else wide):  # accents, umlauts, Cyrillic...: no bigrams
         return _WORD_RE.findall(text)
     terms = []
@@ -463,9 +468,12 @@ def _query_entities(query, language=None):
         if (word.isalpha() and word.islower()) or word.isdigit():
             continue  # the common cases: a plain lowercase word, a number
         bare = _POSSESSIVE_RE.sub("", word) if "'" in word or "\u2019" in word else word
-        if not bare or not _LATIN_LETTER_RE.search(bare):
+        if bare.isascii() and bare.isalpha() and bare.istitle():
+            technical = None  # the common case, "Paris": Latin letters, and no pattern below can match
+        elif not bare or not _LATIN_LETTER_RE.search(bare):
             continue
-        technical = _TECHNICAL_RE.search(bare) or _DIGIT_RE.search(bare)  # a Latin letter it has, see above
+        else:
+            technical = _TECHNICAL_RE.search(bare) or _DIGIT_RE.search(bare)  # a Latin letter it has, see above
         capitalised = bare[0].isupper() and bare.lower() not in _ALL_STOPWORDS and not (
             not bare.isascii() and _GERMAN_LETTER_RE.search(bare)
         )
@@ -499,10 +507,11 @@ _NO_VOTES = dict.fromkeys(_STOPWORDS, 0)
 
 
 def _language_votes(text, terms=None):
+    """{language: votes}, in the order of `_STOPWORDS`: its stopwords and its telling letters and endings."""
     votes = _NO_VOTES.copy()
-    for token in filter(_STOPWORD_LANGUAGES.__contains__, _terms(text) if terms is None else terms):
-        for language in _STOPWORD_LANGUAGES[token]:
-            votes[language] += 1
+    stopwords = filter(_STOPWORD_LANGUAGES.__contains__, _terms(text) if terms is None else terms)
+    for language in itertools.chain.from_iterable(map(_STOPWORD_LANGUAGES.__getitem__, stopwords)):
+        votes[language] += 1  # one vote per stopword for each language it belongs to
     lowered = text.lower()
     if not text.isascii():
         for language, pattern, clue_characters, clues in _LANGUAGE_HINTS:
@@ -569,6 +578,15 @@ def find_invalid_lines(expansion):
     return [f"{len(expansion.invalid)} line(s) without a valid lowercase prefix, e.g. {first!r}"]
 
 
+_DANGLING_ENDINGS = (*_DANGLING_WORDS, *",:;([{")
+
+
+def _may_dangle(tail):
+    """False where `_DANGLING_END_RE` cannot match: ASCII text must end in a dangling word or mark (any
+    case). The check costs a tenth of the regex search, which other text still gets."""
+    return not tail.isascii() or tail.lower().endswith(_DANGLING_ENDINGS)
+
+
 def find_truncation(expansion, query=None):
     """Output cut off mid-line: a dangling last word, particle or punctuation, an unclosed quote,
     or a last word that is only the start of one of the query's words ("configure the ngi")."""
@@ -578,7 +596,8 @@ def find_truncation(expansion, query=None):
         return ["no hyde/lex/vec lines at all"]
     last = expansion.lines[-1][1]
     tail = last[-16:]
-    if last and (_DANGLING_END_RE.search(tail, max(0, len(tail) - _DANGLING_LONGEST)) or last.count('"') % 2 == 1):
+    if last and (_may_dangle(tail) and _DANGLING_END_RE.search(tail, max(0, len(tail) - _DANGLING_LONGEST))
+                 or last.count('"') % 2 == 1):
         return [f"output ends mid-line: {last[-40:]!r}"]
     if query and last and last[-1].isalnum() and expansion.analysed:
         words = expansion.analysed[-1].terms
@@ -680,14 +699,20 @@ def _same_line(a, b):
     if _overlap_at_least_80(stems_a, stems_b) or _overlap_at_least_80(all_a, all_b):
         return True
     if a.wide and b.wide and _CJK_RE.search(a.text):  # no spaces: compare the characters
-        return difflib.SequenceMatcher(None, a.text, b.text).ratio() >= 0.8
+        matcher = difflib.SequenceMatcher(None, a.text, b.text)
+        # `ratio` is slow; its cheap upper bounds (the shorter length, the characters in common) rule out
+        # nearly every pair of different lines first, as in `difflib.get_close_matches`.
+        return matcher.real_quick_ratio() >= 0.8 and matcher.quick_ratio() >= 0.8 and matcher.ratio() >= 0.8
     return False
 
 
 def _overlap_at_least_80(a, b):
     """Jaccard similarity of two non-empty sets >= 0.8, in integers: shared / union >= 4/5."""
+    size_a, size_b = len(a), len(b)
+    if 5 * size_a < 4 * size_b or 5 * size_b < 4 * size_a:
+        return False  # the shared part is at most the smaller set, the union at least the larger one
     shared = len(a & b)
-    return 5 * shared >= 4 * (len(a) + len(b) - shared)
+    return 5 * shared >= 4 * (size_a + size_b - shared)
 
 
 def find_duplicates(expansion, query):
@@ -718,6 +743,10 @@ def find_keyword_stuffing(expansion, query):
             if len(trigrams) != len(set(trigrams)):
                 problems.append(f"a phrase repeated inside a {line.kind} line")
                 continue
+        # Either limit below takes at least two repeats of content words. Counting those in C rules out most
+        # lines (the count takes in the numbers and one-letter words the limits ignore: an upper bound).
+        if sum(map(line.content.__contains__, line.terms)) - len(line.content) < 2:
+            continue
         counts = {}  # quantities repeat in real text ("feed 1:1:1", "200 g flour, 200 g water"): not counted
         for term in line.terms:
             if len(term) > 1 and term in line.content and not term.isdigit():
@@ -823,11 +852,19 @@ def _has_entity(text, entity, terms=None):
 def _covered_key_terms(query_words, query):
     """The query's key terms that `query_words` holds, as they are or as a close variant."""
     covered = query_words.intersection(query.key_terms)
-    for term in query.key_terms:
-        # The variant relation is symmetric: index the missing term and look the words up in it.
-        if term not in covered and query_words and VariantIndex((term,)).matching(query_words):
-            covered.add(term)
+    if len(covered) < len(query.key_terms):
+        for term in query.key_terms:
+            if term not in covered and any(_is_variant(word, term) for word in query_words):
+                covered.add(term)
     return covered
+
+
+def _is_variant(word, term):
+    """Whether `word` is `term` or a close variant of it, as `VariantIndex((term,)).matching` finds."""
+    if word[:2] != term[:2]:
+        return False  # the common case
+    return (word == term or word[:3] == term or word[:4] == term or word[:5] in (term[:3], term[:4], term[:5])
+            or bool(_HANGUL_RE.match(term)))
 
 
 def find_off_topic(expansion, query):
@@ -845,7 +882,7 @@ def find_off_topic(expansion, query):
             problems.append(f"drops every named entity of the query ({', '.join(query.entities[:3])})")
         topic_terms = [term for term in query.key_terms if term not in query.entity_terms]
         # A single topic word is fairly replaced by a synonym ("worth it" ~ "pays off"); two or more are not.
-        if len(topic_terms) >= 2 and sum(term in covered for term in topic_terms) * 2 < len(topic_terms):
+        if len(topic_terms) >= 2 and len(covered.intersection(topic_terms)) * 2 < len(topic_terms):
             problems.append(f"keeps the entity but not the topic ({', '.join(topic_terms[:4])})")
     lex = expansion.analysed_by_type["lex"]
     if lex and match.lex_grounded * 2 < len(lex):
@@ -869,7 +906,8 @@ def find_wrong_language(expansion, query):
         if kept < max(0.15, 0.4 * query.script_share):
             return [f"query is in {query.script} script, expansion is not ({kept:.0%} of its letters)"]
         return []
-    language = _decided_language(_language_votes(text, [t for line in natural for t in line.terms]), minimum=3, margin=1)
+    terms = itertools.chain.from_iterable([line.terms for line in natural])
+    language = _decided_language(_language_votes(text, terms), minimum=3, margin=1)
     if language and language != query.language:
         return [f"query is {query.language}, expansion reads as {language}"]
     return []
@@ -981,7 +1019,7 @@ def quality_points(expansion, query):
     else:
         points += 6
     if wants_vec and vec:
-        natural = sum(_reads_naturally(line) for line in vec) / len(vec)
+        natural = sum(map(_reads_naturally, vec)) / len(vec)
         points += 4 * natural
         if natural < 1:
             notes.append("a vec line is a bare keyword list, not natural language")
@@ -1033,22 +1071,35 @@ def score_expansion_detailed(query, text):
                 "hacks": [], "deductions": [f"internal error while scoring: {error!r}"]}
 
 
-def _score(query, expansion):
+def _assess(query, expansion):
+    """(hard failures, points, deductions, hacks, multiplier): what the score and its report come from."""
     hard = find_leakage(expansion) + find_invalid_lines(expansion) + find_truncation(expansion, query)
     if hard:
-        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
-                "hacks": [], "deductions": hard}
+        return hard, {}, [], [], 0.0
     points, deductions = {}, []
     for name, rule in POINT_RULES:
         points[name], notes = rule(expansion, query)
-        deductions.extend(notes)
+        if notes:
+            deductions += notes
     hacks, multiplier = [], 1.0
     for rule in HACK_RULES:
         problems = rule(expansion, query)
         if problems:  # one factor per rule: two exploits of one kind are not worse than one of two kinds
-            hacks.extend(problems)
+            hacks += problems
             multiplier *= HACK_FACTOR
-    score = max(0.0, min(1.0, sum(points.values()) / MAX_POINTS * multiplier))
+    return hard, points, deductions, hacks, multiplier
+
+
+def _unrounded_score(points, multiplier):
+    return max(0.0, min(1.0, sum(points.values()) / MAX_POINTS * multiplier))
+
+
+def _score(query, expansion):
+    hard, points, deductions, hacks, multiplier = _assess(query, expansion)
+    if hard:
+        return {"score": 0.0, "rating": "Failed", "format_ok": False, "points": {}, "multiplier": 0.0,
+                "hacks": [], "deductions": hard}
+    score = _unrounded_score(points, multiplier)
     format_ok = all(expansion.of(kind) for kind in ([query.only] if query.only else ["lex", "vec"]))
     return {
         "score": round(score, 4),
@@ -1062,8 +1113,12 @@ def _score(query, expansion):
 
 
 def score_expansion(query, text):
-    """The reward in [0, 1]."""
-    return score_expansion_detailed(query, text)["score"]
+    """The reward in [0, 1]: `score_expansion_detailed(query, text)["score"]`, without the report."""
+    try:
+        hard, points, _, _, multiplier = _assess(analyse_query(_as_text(query)), parse_expansion(text))
+    except Exception:  # as in `score_expansion_detailed`
+        return 0.0
+    return 0.0 if hard else round(_unrounded_score(points, multiplier), 4)
 
 
 # ---------------------------------------------------------------- TRL
