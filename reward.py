@@ -1261,7 +1261,7 @@ def chat_prompt(tokenizer, query):
 
 def penalise_generated_repeats(penalty, prompt_length, exempt_ids):
     """A logits processor: transformers' repetition penalty, but over the generated tokens only and never
-    on `exempt_ids` (end of turn, padding).
+    on `exempt_ids` (end of turn, padding, the newline: see `penalty_exempt_ids`).
 
     transformers' own `repetition_penalty` also counts the prompt, and every chat prompt holds the
     end-of-turn token, so it makes the model less willing to stop: it runs on into a fourth vec line or
@@ -1286,13 +1286,25 @@ def penalise_generated_repeats(penalty, prompt_length, exempt_ids):
     return GeneratedRepeatPenalty()
 
 
+def penalty_exempt_ids(tokenizer):
+    """Tokens the repetition penalty must spare: end of turn, padding, and the newline between lines.
+
+    The format repeats its newline on every line, so a penalised newline loses to end of turn after a
+    few lines: the CPU demo's 128-step SFT model stopped after its lex lines (no vec line) on 13 of 144
+    held-out queries. With the newline spared: 100% format pass (was 91.0%), average reward 86.7% (was
+    90.4%: the extra vec lines more often add nothing to the query)."""
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    return sorted({tokenizer.eos_token_id, tokenizer.pad_token_id, *(newline if len(newline) == 1 else [])}
+                  - {None})
+
+
 def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
                         repetition_penalty=1.0):
     """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
 
     repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
     loops greedy decoding falls into; 1.0 is plain greedy. It applies to the generated tokens only, never
-    to end-of-turn (see penalise_generated_repeats)."""
+    to end of turn or the newline (see penalise_generated_repeats and penalty_exempt_ids)."""
     import time
 
     import torch
@@ -1311,7 +1323,7 @@ def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens
         encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
         encoded = encoded.to(model.device)
         penalty = penalise_generated_repeats(repetition_penalty, encoded["input_ids"].shape[1],
-                                             {tokenizer.eos_token_id, tokenizer.pad_token_id})
+                                             penalty_exempt_ids(tokenizer))
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,

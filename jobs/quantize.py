@@ -1317,7 +1317,7 @@ def chat_prompt(tokenizer, query):
 
 def penalise_generated_repeats(penalty, prompt_length, exempt_ids):
     """A logits processor: transformers' repetition penalty, but over the generated tokens only and never
-    on `exempt_ids` (end of turn, padding).
+    on `exempt_ids` (end of turn, padding, the newline: see `penalty_exempt_ids`).
 
     transformers' own `repetition_penalty` also counts the prompt, and every chat prompt holds the
     end-of-turn token, so it makes the model less willing to stop: it runs on into a fourth vec line or
@@ -1342,13 +1342,25 @@ def penalise_generated_repeats(penalty, prompt_length, exempt_ids):
     return GeneratedRepeatPenalty()
 
 
+def penalty_exempt_ids(tokenizer):
+    """Tokens the repetition penalty must spare: end of turn, padding, and the newline between lines.
+
+    The format repeats its newline on every line, so a penalised newline loses to end of turn after a
+    few lines: the CPU demo's 128-step SFT model stopped after its lex lines (no vec line) on 13 of 144
+    held-out queries. With the newline spared: 100% format pass (was 91.0%), average reward 86.7% (was
+    90.4%: the extra vec lines more often add nothing to the query)."""
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    return sorted({tokenizer.eos_token_id, tokenizer.pad_token_id, *(newline if len(newline) == 1 else [])}
+                  - {None})
+
+
 def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens=256, log=print,
                         repetition_penalty=1.0):
     """Greedy expansions for `queries`, batched with left padding. Returns (texts, tokens per second).
 
     repetition_penalty > 1 (llama.cpp and Ollama default to about 1.1) keeps a small model out of the
     loops greedy decoding falls into; 1.0 is plain greedy. It applies to the generated tokens only, never
-    to end-of-turn (see penalise_generated_repeats)."""
+    to end of turn or the newline (see penalise_generated_repeats and penalty_exempt_ids)."""
     import time
 
     import torch
@@ -1367,7 +1379,7 @@ def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens
         encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
         encoded = encoded.to(model.device)
         penalty = penalise_generated_repeats(repetition_penalty, encoded["input_ids"].shape[1],
-                                             {tokenizer.eos_token_id, tokenizer.pad_token_id})
+                                             penalty_exempt_ids(tokenizer))
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
@@ -2069,12 +2081,12 @@ def quantize(job, source, target, quant, imatrix=None):
 # ---------------------------------------------------------------- check and gate
 
 
-def check_gguf(job, path, queries, prompts, prompt_ids, decoding):
+def check_gguf(job, path, queries, prompts, prompt_ids, exempt_ids, decoding):
     """Generate with llama.cpp for every query and score; {"summary", "rows", "tokens_per_second", ...}."""
     log(f"checking {os.path.basename(path)}: {len(queries)} queries, greedy, repeat penalty "
         f"{decoding['repetition_penalty']:g}, at most {decoding['max_new_tokens']} new tokens")
     outcome = run_worker(job, {"action": "check", "gguf": path, "queries": [query for _, query in queries],
-                               "prompts": prompts, "prompt_ids": prompt_ids, **decoding})
+                               "prompts": prompts, "prompt_ids": prompt_ids, "exempt_ids": exempt_ids, **decoding})
     if "error" in outcome:
         return {"error": outcome["error"], "summary": None, "rows": []}
     rows = score_rows(queries, outcome.pop("texts"))
@@ -2345,6 +2357,23 @@ def worker_quantize(task):
             "tensors": int(summary.group(2)) if summary else None, "fallback_types": fallback_types}
 
 
+def generated_repeats_penalty(penalty, prompt_length, exempt_ids):
+    """The HF eval's repetition penalty (penalise_generated_repeats) as a llama-cpp-python logits processor:
+    generated tokens only, end of turn and newline spared. llama.cpp's own repeat penalty spares neither."""
+    import numpy
+
+    exempt = numpy.asarray(exempt_ids, dtype=numpy.int64)
+
+    def process(input_ids, scores):
+        seen = numpy.unique(numpy.asarray(input_ids[prompt_length:], dtype=numpy.int64))
+        seen = seen[~numpy.isin(seen, exempt)]
+        values = scores[seen]
+        scores[seen] = numpy.where(values < 0, values * penalty, values / penalty)
+        return scores
+
+    return process
+
+
 def worker_check(task):
     """Render each prompt with the GGUF's own chat template, compare with the HF prompt, generate greedily."""
     import llama_cpp
@@ -2374,8 +2403,9 @@ def worker_check(task):
             token_mismatches += 1
             first = first or {"query": query, "gguf_tokens": tokens, "hf_tokens": hf_ids}
         began = time.time()
-        out = llm.create_completion(tokens, max_tokens=task["max_new_tokens"], temperature=0.0,
-                                    repeat_penalty=task["repetition_penalty"])
+        penalty = generated_repeats_penalty(task["repetition_penalty"], len(tokens), task["exempt_ids"])
+        out = llm.create_completion(tokens, max_tokens=task["max_new_tokens"], temperature=0.0, repeat_penalty=1.0,
+                                    logits_processor=llama_cpp.LogitsProcessorList([penalty]))
         seconds += time.time() - began
         generated += out["usage"]["completion_tokens"]
         texts.append(out["choices"][0]["text"].strip())
@@ -2456,7 +2486,7 @@ def main(argv=None):
     hf_score = hf["summary"]["overall"]["avg_score"]
     files = []
     for quant in quants:
-        check = check_gguf(job, paths[quant], queries, prompts, prompt_ids, decoding)
+        check = check_gguf(job, paths[quant], queries, prompts, prompt_ids, penalty_exempt_ids(tokenizer), decoding)
         entry = judge(job, hf_score, quant, paths[quant], check)
         entry.update({key: quantized.get(quant, {}).get(key)
                       for key in ("fallback", "tensors", "fallback_types", "imatrix_entries")})

@@ -31,3 +31,15 @@ def test_batched_generation_with_penalty_matches_one_at_a_time(tiny_model):
     plain, _ = reward.generate_expansions(model, tokenizer, queries, batch_size=3, max_new_tokens=10,
                                           log=lambda _: None)
     assert len(plain) == 3
+
+
+def test_newline_end_of_turn_and_padding_are_spared(tiny_model):
+    _, tokenizer = reward.load_causal_lm(tiny_model, log=lambda _: None)
+    (newline,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    exempt = reward.penalty_exempt_ids(tokenizer)
+    assert exempt == sorted({newline, tokenizer.eos_token_id, tokenizer.pad_token_id})
+    # every line of the format ends in a newline: a second one must not cost anything
+    penalty = reward.penalise_generated_repeats(2.0, prompt_length=1, exempt_ids=exempt)
+    scores = torch.ones(1, len(tokenizer))
+    out = penalty(torch.tensor([[0, newline, 7]]), scores.clone())
+    assert out[0, newline] == 1.0 and out[0, 7] == 0.5
