@@ -122,4 +122,5 @@ quantize model *args: setup-gguf
 demo-quantize: setup-gguf
     @[ -f outputs/demo/sft/merged/config.json ] || (echo "no SFT demo model: run 'just demo' first" && exit 1)
     {{python}} jobs/quantize.py --model outputs/demo/sft/merged --output_dir outputs/demo/gguf --name qmd-expand-smollm2-135m \
-        --quants f16,q8_0,q4_k_m --max_new_tokens 160 --repetition_penalty 1.15 --batch_size 24 --threads 1
+        --quants f16,q8_0,q4_k_m --max_new_tokens 160 --repetition_penalty 1.15 --batch_size 24 --threads 1 \
+        --hf_report outputs/demo/sft/eval-report.json
