@@ -2212,8 +2212,8 @@ with llama.cpp from llama-cpp-python {LLAMA_CPP_PYTHON}, each scored against the
 
 {results_table(hf, hf_bytes, files, markdown=True)}
 
-Greedy decoding, repeat penalty {penalty:g} over the generated tokens, at most {decoding['max_new_tokens']} new
-tokens, scored by the project's reward.py. Importance matrix: {calibration}. A file more than {job.max_drop * 100:g} points below the HF model fails
+Greedy decoding, repeat penalty {penalty:g} over the generated tokens with end of turn and newline spared (a
+logits processor, as in the HF eval), at most {decoding['max_new_tokens']} new tokens, scored by the project's reward.py. Importance matrix: {calibration}. A file more than {job.max_drop * 100:g} points below the HF model fails
 and is not published. Tokens/s: llama.cpp on {job.threads or os.cpu_count()} CPU thread(s), one query at a time;
 the HF figure is batched transformers generation.{f" k-quant fallbacks (rows not a multiple of 256): {fallbacks}." if fallbacks else ""}
 Conversion {timings['convert_seconds']:.0f}s; quantization {', '.join(f"{q} {s:.0f}s" for q, s in timings['quantize_seconds'].items())}.
@@ -2234,22 +2234,33 @@ llama-cli -m {modelfile_gguf} -st --temp 0 --repeat-penalty {penalty:g} -n {deco
 ```
 
 llama-cli renders the GGUF's chat template itself; add `--reasoning off` for templates with a thinking switch.
-Its repeat penalty also counts the prompt's last `--repeat-last-n` tokens; the scores above count only the
-expansion, as llama-cpp-python does.
+Its repeat penalty also counts the prompt's last `--repeat-last-n` tokens and the newline, so outputs can
+differ a little from the ones scored above (see llama-cpp-python below for the exact decoding).
 
 ## llama-cpp-python
 
 ```python
-from llama_cpp import Llama
+from llama_cpp import Llama, LogitsProcessorList
 
 llm = Llama("{modelfile_gguf}", n_ctx=1024, last_n_tokens_size={decoding['max_new_tokens']}, verbose=False)
 prompt = {prompt_text}.replace("{{query}}", "docker compose networking")
-out = llm(llm.tokenize(prompt.encode(), add_bos=False, special=True), max_tokens={decoding['max_new_tokens']},
-          temperature=0, repeat_penalty={penalty:g})
+tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+spared = {{llm.token_eos(), *llm.tokenize(b"\\n", add_bos=False)}}  # end of turn and the newline
+
+
+def penalty(input_ids, scores):  # the repeat penalty over the generated tokens only
+    seen = {{int(t) for t in input_ids[len(tokens):]}} - spared
+    for t in seen:
+        scores[t] = scores[t] * {penalty:g} if scores[t] < 0 else scores[t] / {penalty:g}
+    return scores
+
+
+out = llm(tokens, max_tokens={decoding['max_new_tokens']}, temperature=0, repeat_penalty=1.0,
+          logits_processor=LogitsProcessorList([penalty]))
 print(out["choices"][0]["text"].strip())
 ```
 
-This is how the files were checked.
+This is how the files were checked (`generated_repeats_penalty` in the job does the same with numpy).
 
 ## Ollama
 
