@@ -1,4 +1,4 @@
-"""The shared generation loop: the repetition penalty spares the prompt and end-of-turn."""
+"""The shared generation loop: the repetition penalty spares the prompt, end of turn and the newline."""
 
 import pytest
 
