@@ -116,10 +116,10 @@ bench-retrieval *args: fetch-smollm2 fetch-minilm
 quantize model *args: setup-gguf
     {{python}} jobs/quantize.py --model {{model}} {{args}}
 
-# GGUF of the demo's SFT model: f16, Q8_0, Q4_K_M scored against it on the held-out queries (run `just demo` first; ~30 min on 2 cores)
-# It exits 1 when a file fails the gate, as Q4_K_M of this 135M model does (-4.3 points): see the README.
 # One thread: llama.cpp's and torch's threads spin while they wait, and on a 2-core machine shared with other work
 # two of them collapse (measured under load: llama.cpp 0.5 vs 13 tok/s, torch 1.5 vs 29 tok/s).
+# Exits 1 when a file fails the gate, as Q4_K_M of this 135M model does (-4.3 points; see the README).
+# GGUF of the demo's SFT model: f16, Q8_0, Q4_K_M scored against it on the held-out queries (after `just demo`; ~15 min)
 demo-quantize: setup-gguf
     @[ -f outputs/demo/sft/merged/config.json ] || (echo "no SFT demo model: run 'just demo' first" && exit 1)
     {{python}} jobs/quantize.py --model outputs/demo/sft/merged --output_dir outputs/demo/gguf --name qmd-expand-smollm2-135m \
