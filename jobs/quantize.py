@@ -1232,24 +1232,30 @@ FALLBACK_EVAL_QUERIES = (  # used when no query file is given and evals/queries.
 )
 
 
+def read_text(source, token=None):
+    """The text of a local file or an http(s) URL (UTF-8); `token` is sent as a bearer token."""
+    import urllib.request
+
+    if not source.startswith(("http://", "https://")):
+        with open(source, encoding="utf-8") as handle:
+            return handle.read()
+    request = urllib.request.Request(source, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read().decode("utf-8")
+
+
 def load_eval_queries(source=None):
     """[(category, query)] from a file or URL of one query a line with `# category` headers.
 
     With no source: evals/queries.txt when it is at hand, else the built-in FALLBACK_EVAL_QUERIES.
     """
     import os
-    import urllib.request
 
     if source is None:
         source = "evals/queries.txt" if os.path.exists("evals/queries.txt") else None
     if source is None:
         return list(FALLBACK_EVAL_QUERIES)
-    if source.startswith(("http://", "https://")):
-        with urllib.request.urlopen(source, timeout=60) as response:
-            text = response.read().decode("utf-8")
-    else:
-        with open(source, encoding="utf-8") as handle:
-            text = handle.read()
+    text = read_text(source)
     queries, category = [], "uncategorised"
     for line in text.splitlines():
         line = line.strip()
@@ -1473,7 +1479,6 @@ def job_argv(argv):
     `--config` may be a URL, fetched to a temporary file; a missing config file is named, not traced."""
     import os
     import tempfile
-    import urllib.request
 
     argv, out, i = list(argv), [], 0
     while i < len(argv):
@@ -1484,10 +1489,8 @@ def job_argv(argv):
             i += 2
             continue
         if arg == "--config" and value and value.startswith(("http://", "https://")):
-            with urllib.request.urlopen(value, timeout=60) as response:
-                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
-                handle.write(response.read())
-                handle.close()
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as handle:
+                handle.write(read_text(value))
             value = handle.name
         if arg == "--config" and value:
             if not os.path.exists(value):
@@ -1528,14 +1531,7 @@ def check_push_target(repo, dry_run=False):
 
 def read_training_jsonl(path_or_url):
     """Rows of the training schema; a bad row stops the job with file:line: field: message."""
-    import urllib.request
-
-    if path_or_url.startswith(("http://", "https://")):
-        with urllib.request.urlopen(path_or_url, timeout=60) as response:
-            lines = response.read().decode("utf-8").splitlines()
-    else:
-        with open(path_or_url, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+    lines = read_text(path_or_url).splitlines()
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -1670,22 +1666,30 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=Fa
 """
 
 
-def publish(repo, token, folders, message, log):
-    """Create the repo if needed and upload each (local folder, path in repo) in `folders`."""
+def publish(repo, token, folders, message, log, allow_patterns=None):
+    """Create the repo if needed and upload each (local folder, path in repo) in `folders` (only the files
+    matching `allow_patterns`, when given)."""
     from huggingface_hub import create_repo, upload_folder
 
     create_repo(repo, token=token, exist_ok=True)
     for folder, path_in_repo in folders:
-        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message)
+        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message,
+                      allow_patterns=allow_patterns)
     log(f"pushed https://huggingface.co/{repo}")
 
-def write_json_atomically(path, payload):
-    """Write to a temporary file, then rename: a kill never leaves half a report."""
+
+def write_text_atomically(path, text):
+    """Write to a temporary file, then rename: a kill never leaves half a file. Creates the folder."""
     import os
 
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, ensure_ascii=False, indent=2)
+        handle.write(text)
     os.replace(f"{path}.tmp", path)
+
+
+def write_json_atomically(path, payload):
+    write_text_atomically(path, json.dumps(payload, ensure_ascii=False, indent=2))
 
 
 # <<< reward.py scoring rules <<<
@@ -1932,18 +1936,12 @@ def size_estimate(quant, weights, odd):
 def load_hf_reference(job):
     """(report or None, queries, decoding) for the HF side, before anything heavy is loaded."""
     report = None
-    if job.hf_report and job.hf_report.startswith(("http://", "https://")):
-        import urllib.request
-
-        token = hub_token() if "huggingface.co" in job.hf_report else None  # private repos need it
-        request = urllib.request.Request(job.hf_report, headers={"Authorization": f"Bearer {token}"} if token else {})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            report = json.loads(response.read().decode("utf-8"))
-    elif job.hf_report:
-        if not os.path.exists(job.hf_report):
+    if job.hf_report:
+        on_the_web = job.hf_report.startswith(("http://", "https://"))
+        if not on_the_web and not os.path.exists(job.hf_report):
             raise SystemExit(f"--hf_report: no such file: {job.hf_report}")
-        with open(job.hf_report, encoding="utf-8") as handle:
-            report = json.load(handle)
+        token = hub_token() if "huggingface.co" in job.hf_report else None  # private repos need it
+        report = json.loads(read_text(job.hf_report, token))
     if report is not None:
         queries = [(row["category"], row["query"]) for row in report["rows"]]
     else:
@@ -2312,16 +2310,13 @@ def files_to_publish(files, force=False):
 
 
 def push(job, token, files):
-    from huggingface_hub import create_repo, upload_folder
-
     chosen = files_to_publish(files, job.force)
     if not chosen:
         log(f"push to {job.hub_repo}: no, no file passed the gate (--force publishes anyway)")
         return False
-    create_repo(job.hub_repo, token=token, exist_ok=True)
-    upload_folder(repo_id=job.hub_repo, folder_path=job.output_dir, token=token, allow_patterns=chosen,
-                  commit_message=f"GGUF: {', '.join(name for name in chosen if name.endswith('.gguf'))}")
-    log(f"pushed {', '.join(chosen)} to https://huggingface.co/{job.hub_repo}")
+    publish(job.hub_repo, token, [(job.output_dir, None)],
+            f"GGUF: {', '.join(name for name in chosen if name.endswith('.gguf'))}", log, allow_patterns=chosen)
+    log(f"pushed {', '.join(chosen)}")
     return True
 
 
@@ -2507,11 +2502,11 @@ def main(argv=None):
     chosen = (next(e for e in files if e["quant"] == job.modelfile_quant.lower()) if job.modelfile_quant
               else min(passed or files, key=lambda e: e["bytes"]))
     before, after = prompt_pieces(tokenizer)
-    with open(os.path.join(job.output_dir, "Modelfile"), "w", encoding="utf-8") as handle:
-        handle.write(modelfile_text(chosen["file"], before, after, stop_tokens(tokenizer, folder), decoding))
-    with open(os.path.join(job.output_dir, "README.md"), "w", encoding="utf-8") as handle:
-        handle.write(model_card(job, hf, hf_bytes, files, decoding, chosen["file"], before, after, timings,
-                                job.hub_repo, calibration))
+    write_text_atomically(os.path.join(job.output_dir, "Modelfile"),
+                          modelfile_text(chosen["file"], before, after, stop_tokens(tokenizer, folder), decoding))
+    write_text_atomically(os.path.join(job.output_dir, "README.md"),
+                          model_card(job, hf, hf_bytes, files, decoding, chosen["file"], before, after, timings,
+                                     job.hub_repo, calibration))
     write_json_atomically(os.path.join(job.output_dir, "quantize-report.json"), {
         "model": job.model, "adapters": job.adapter, "llama_cpp_python": LLAMA_CPP_PYTHON, "decoding": decoding,
         "max_drop": job.max_drop, "imatrix": calibration, "timings": timings, "hf": hf, "hf_bytes": hf_bytes, "files": files,

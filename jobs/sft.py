@@ -1205,24 +1205,30 @@ FALLBACK_EVAL_QUERIES = (  # used when no query file is given and evals/queries.
 )
 
 
+def read_text(source, token=None):
+    """The text of a local file or an http(s) URL (UTF-8); `token` is sent as a bearer token."""
+    import urllib.request
+
+    if not source.startswith(("http://", "https://")):
+        with open(source, encoding="utf-8") as handle:
+            return handle.read()
+    request = urllib.request.Request(source, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read().decode("utf-8")
+
+
 def load_eval_queries(source=None):
     """[(category, query)] from a file or URL of one query a line with `# category` headers.
 
     With no source: evals/queries.txt when it is at hand, else the built-in FALLBACK_EVAL_QUERIES.
     """
     import os
-    import urllib.request
 
     if source is None:
         source = "evals/queries.txt" if os.path.exists("evals/queries.txt") else None
     if source is None:
         return list(FALLBACK_EVAL_QUERIES)
-    if source.startswith(("http://", "https://")):
-        with urllib.request.urlopen(source, timeout=60) as response:
-            text = response.read().decode("utf-8")
-    else:
-        with open(source, encoding="utf-8") as handle:
-            text = handle.read()
+    text = read_text(source)
     queries, category = [], "uncategorised"
     for line in text.splitlines():
         line = line.strip()
@@ -1446,7 +1452,6 @@ def job_argv(argv):
     `--config` may be a URL, fetched to a temporary file; a missing config file is named, not traced."""
     import os
     import tempfile
-    import urllib.request
 
     argv, out, i = list(argv), [], 0
     while i < len(argv):
@@ -1457,10 +1462,8 @@ def job_argv(argv):
             i += 2
             continue
         if arg == "--config" and value and value.startswith(("http://", "https://")):
-            with urllib.request.urlopen(value, timeout=60) as response:
-                handle = tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False)
-                handle.write(response.read())
-                handle.close()
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as handle:
+                handle.write(read_text(value))
             value = handle.name
         if arg == "--config" and value:
             if not os.path.exists(value):
@@ -1501,14 +1504,7 @@ def check_push_target(repo, dry_run=False):
 
 def read_training_jsonl(path_or_url):
     """Rows of the training schema; a bad row stops the job with file:line: field: message."""
-    import urllib.request
-
-    if path_or_url.startswith(("http://", "https://")):
-        with urllib.request.urlopen(path_or_url, timeout=60) as response:
-            lines = response.read().decode("utf-8").splitlines()
-    else:
-        with open(path_or_url, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+    lines = read_text(path_or_url).splitlines()
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -1643,22 +1639,30 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=256, do_sample=Fa
 """
 
 
-def publish(repo, token, folders, message, log):
-    """Create the repo if needed and upload each (local folder, path in repo) in `folders`."""
+def publish(repo, token, folders, message, log, allow_patterns=None):
+    """Create the repo if needed and upload each (local folder, path in repo) in `folders` (only the files
+    matching `allow_patterns`, when given)."""
     from huggingface_hub import create_repo, upload_folder
 
     create_repo(repo, token=token, exist_ok=True)
     for folder, path_in_repo in folders:
-        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message)
+        upload_folder(repo_id=repo, folder_path=folder, path_in_repo=path_in_repo, token=token, commit_message=message,
+                      allow_patterns=allow_patterns)
     log(f"pushed https://huggingface.co/{repo}")
 
-def write_json_atomically(path, payload):
-    """Write to a temporary file, then rename: a kill never leaves half a report."""
+
+def write_text_atomically(path, text):
+    """Write to a temporary file, then rename: a kill never leaves half a file. Creates the folder."""
     import os
 
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, ensure_ascii=False, indent=2)
+        handle.write(text)
     os.replace(f"{path}.tmp", path)
+
+
+def write_json_atomically(path, payload):
+    write_text_atomically(path, json.dumps(payload, ensure_ascii=False, indent=2))
 
 
 # <<< reward.py scoring rules <<<
