@@ -238,7 +238,7 @@ _FILLER_WORDS = set(
 # ---------------------------------------------------------------- parsing
 
 
-_first_two, _first_three, _first_four = operator.itemgetter(slice(2)), operator.itemgetter(slice(3)), operator.itemgetter(slice(4))
+_first_three, _first_four = operator.itemgetter(slice(3)), operator.itemgetter(slice(4))
 _first_five = operator.itemgetter(slice(5))  # a word's stem: plurals and verb forms compare equal
 
 
@@ -418,33 +418,26 @@ class VariantIndex:
 
     Two terms are variants when equal, when both have 5+ letters and share the first 5, when one is
     the 3- or 4-letter start of the other, or when both are Korean and share the first two syllables
-    (particles attach to the stem). CJK bigrams match only exactly. A lookup is a few set probes, and
-    most words fail the first one: every variant starts with the first two characters of a term.
+    (particles attach to the stem). CJK bigrams match only exactly. A lookup slices no word: each
+    rule above is a set probe of the whole word or a `startswith` with a tuple of prefixes, both in C.
     """
 
-    __slots__ = ("terms", "heads", "stems", "korean_stems")
+    __slots__ = ("whole", "prefixes")
 
     def __init__(self, terms):
-        self.terms = terms = set(terms)
-        self.heads = set(map(_first_two, terms))
-        # The 3-, 4- and 5-letter starts of the terms. A shorter term (a CJK bigram too) is its own start
-        # and so finds only itself, as `terms` does; a Korean word only what its first two syllables find.
-        self.stems = {*map(_first_three, terms), *map(_first_four, terms), *map(_first_five, terms)}
-        self.korean_stems = set()
+        # The words found whole: the terms and their 3- and 4-letter starts ("conf" ~ "configure").
+        self.whole = {*terms, *map(_first_three, terms), *map(_first_four, terms)}
+        # The starts a longer word may have: a 3- or 4-letter term, the 5-letter start of a longer one,
+        # the first two syllables of a Korean one. (A shorter prefix is a whole term, found above.)
+        prefixes = {term if len(term) < 5 else term[:5] for term in terms if len(term) >= 3}
         if not "".join(terms).isascii():
-            self.korean_stems = {term[:2] for term in terms if _HANGUL_RE.match(term)}
+            prefixes.update(term[:2] for term in terms if len(term) >= 2 and _HANGUL_RE.match(term))
+        self.prefixes = tuple(prefixes)
 
     def matching(self, words):
-        """The words that are terms of the index or close variants of one."""
-        terms, stems, korean_stems = self.terms, self.stems, self.korean_stems
-        # The few words that start like a term, picked out in C: no Python code runs for the others.
-        candidates = itertools.compress(words, map(self.heads.__contains__, map(_first_two, words)))
-        # `word[:5] in stems` catches a shared 5-letter start, and a 3-4 letter word that starts a term
-        # (stems of other lengths cannot equal it); `word[:3]`/`word[:4] in terms` the other way round.
-        return {
-            word for word in candidates
-            if word in terms or word[:3] in terms or word[:4] in terms or word[:5] in stems or word[:2] in korean_stems
-        }
+        """The words (a set) that are terms of the index or close variants of one."""
+        starting = itertools.compress(words, map(str.startswith, words, itertools.repeat(self.prefixes)))
+        return self.whole.intersection(words).union(starting)
 
 
 # ---------------------------------------------------------------- the query
