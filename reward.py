@@ -1718,5 +1718,20 @@ def main(argv=None):
     return 0
 
 
+def run_cli():
+    """`main()`, quiet when the reader goes away (`python reward.py --jsonl F | head`)."""
+    import os
+    import sys
+
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Later writes, including the one at exit, would fail again: point stdout at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 0
+    return status
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli())

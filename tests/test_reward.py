@@ -1,6 +1,7 @@
 """The reward's public API and each rule, with a passing and a failing case."""
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,14 @@ def test_cli_breakdown_and_jsonl(tmp_path):
     assert f"{rows}:3: json:" in result.stdout
     assert "2 rows, average" in result.stdout
     assert result.returncode == 1  # a broken row is an error
+
+
+def test_cli_quiet_when_output_is_cut_short(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    row = json.dumps({"query": GOOD_QUERY, "completion": "lex: x"})
+    rows.write_text("\n".join([row] * 3000) + "\n", encoding="utf-8")
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'reward.py'))} --jsonl {shlex.quote(str(rows))} --show 3000 | head -2"
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True)
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == ""  # no BrokenPipeError traceback
+    assert result.returncode == 0
