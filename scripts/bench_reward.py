@@ -1,14 +1,21 @@
 """Throughput of reward.score_expansion on typical expansions, single-threaded.
 
-Usage: python scripts/bench_reward.py [--seconds 3]
-Scores the training data (data/*.jsonl) if present, else a built-in sample, round-robin,
-and prints calls per second, cold (empty query cache) and warm.
+Usage: python scripts/bench_reward.py [--rounds 15]
+Scores the training data (data/*.jsonl) if present, else a built-in sample, in rounds of one pass
+each, and prints calls per second for the fastest and the median round, as `timeit` does: on a
+shared machine the fastest round is the one other processes disturbed least. Two cases:
+cold (the query cache emptied before every round: each query analysed afresh, as in an eval)
+and warm (queries already analysed, as when GRPO scores each prompt's generations).
+The interpreter's build matters as much as the code: on one machine a CPython built with
+`--enable-shared` and without PGO/LTO (pyenv's default) ran this about 15% slower than Debian's
+build of the same version.
 """
 
 import argparse
 import glob
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -24,6 +31,7 @@ SAMPLE = [
      "hyde: Sarah's Q4 deck covers revenue up 12% and the EMEA hiring plan; final version in the shared drive.\n"
      "lex: Sarah Q4 presentation\nlex: Q4 review slides Sarah\nvec: where are the slides Sarah presented for Q4"),
 ]
+GOAL = 10_000
 
 
 def load_pairs():
@@ -36,28 +44,33 @@ def load_pairs():
     return pairs or SAMPLE
 
 
-def calls_per_second(pairs, seconds, clear_cache):
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+def round_rates(pairs, rounds, clear_cache):
+    """Calls per second of each round (one pass over `pairs`)."""
+    rates = []
+    for _ in range(rounds):
         if clear_cache:
             reward.analyse_query.cache_clear()
+        start = time.perf_counter()
         for query, text in pairs:
             reward.score_expansion(query, text)
-        calls += len(pairs)
-    return calls / (time.perf_counter() - start)
+        rates.append(len(pairs) / (time.perf_counter() - start))
+    return rates
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=15, help="passes over the expansions per case")
     args = parser.parse_args()
     pairs = load_pairs()
-    print(f"{len(pairs)} expansions, avg {sum(len(t) for _, t in pairs) / len(pairs):.0f} chars")
-    cold = calls_per_second(pairs, args.seconds, clear_cache=True)
-    warm = calls_per_second(pairs, args.seconds, clear_cache=False)
-    print(f"cold query cache: {cold:,.0f} calls/s")
-    print(f"warm query cache: {warm:,.0f} calls/s  (GRPO scores each prompt num_generations times)")
-    print(f"goal >= 10,000 calls/s: {'met' if cold >= 10_000 else 'NOT met'} (cold)")
+    print(f"Python {sys.version.split()[0]} ({sys.executable})")
+    print(f"{len(pairs)} expansions, avg {sum(len(t) for _, t in pairs) / len(pairs):.0f} chars, {args.rounds} rounds")
+    round_rates(pairs, 1, clear_cache=True)  # warm-up: imports, regex caches
+    for case, clear_cache in (("cold query cache", True), ("warm query cache", False)):
+        rates = round_rates(pairs, args.rounds, clear_cache)
+        print(f"{case}: {max(rates):,.0f} calls/s fastest round, {statistics.median(rates):,.0f} median")
+        if clear_cache:
+            cold = max(rates)
+    print(f"goal >= {GOAL:,} calls/s: {'met' if cold >= GOAL else 'NOT met'} (cold, fastest round)")
 
 
 if __name__ == "__main__":
