@@ -233,6 +233,7 @@ _FILLER_WORDS = set(
     "guide guides tips tip tutorial tutorials overview info information details resources basics explained help "
     "stuff things introduction intro infos tipps".split()
 )
+_STOP_AND_FILLER_WORDS = _ALL_STOPWORDS | _FILLER_WORDS
 
 
 # ---------------------------------------------------------------- parsing
@@ -245,7 +246,7 @@ _first_five = operator.itemgetter(slice(5))  # a word's stem: plurals and verb f
 class Line:
     """One typed line with its words worked out once, since every rule looks at them."""
 
-    __slots__ = ("kind", "text", "wide", "length", "terms", "distinct", "word_count", "content", "words", "_stems")
+    __slots__ = ("kind", "text", "wide", "length", "terms", "distinct", "word_count", "words", "_stems")
 
     def __init__(self, kind, text):
         self.kind, self.text = kind, text
@@ -256,8 +257,7 @@ class Line:
         self.distinct = distinct = set(terms)
         # CJK text counts its space-separated chunks, not its character bigrams.
         self.word_count = len(text.split()) if wide else len(terms)
-        self.content = content = distinct - _ALL_STOPWORDS  # distinct words that carry meaning
-        self.words = content if content.isdisjoint(_FILLER_WORDS) else content - _FILLER_WORDS
+        self.words = distinct - _STOP_AND_FILLER_WORDS  # distinct words that say what the line is about
         self._stems = None  # worked out when the line is compared with another of its type
 
     def stem_sets(self):
@@ -742,13 +742,14 @@ def find_keyword_stuffing(expansion, query):
             if len(trigrams) != len(set(trigrams)):
                 problems.append(f"a phrase repeated inside a {line.kind} line")
                 continue
-        # Either limit below takes at least two repeats of content words. Counting those in C rules out most
-        # lines (the count takes in the numbers and one-letter words the limits ignore: an upper bound).
-        if sum(map(line.content.__contains__, line.terms)) - len(line.content) < 2:
+        # Either limit below takes at least two repeats of content words (not stopwords). Counting those in C
+        # rules out most lines (the count takes in the numbers and one-letter words the limits ignore).
+        content = line.distinct - _ALL_STOPWORDS
+        if sum(map(content.__contains__, line.terms)) - len(content) < 2:
             continue
         counts = {}  # quantities repeat in real text ("feed 1:1:1", "200 g flour, 200 g water"): not counted
         for term in line.terms:
-            if len(term) > 1 and term in line.content and not term.isdigit():
+            if len(term) > 1 and term in content and not term.isdigit():
                 counts[term] = counts.get(term, 0) + 1
         if not counts:
             continue
