@@ -363,10 +363,6 @@ class Expansion:
             self._match_query = query
         return self._match
 
-    def query_words(self, query):
-        """The expansion's words that are the query's key terms or close variants of them."""
-        return self.match(query).words
-
 
 def _as_text(value):
     if value is None:
@@ -955,10 +951,6 @@ HACK_RULES = (
 
 
 # ---------------------------------------------------------------- graded points
-
-
-def wanted_types(query):
-    return {query.only} if query.only else set(LINE_TYPES)
 
 
 def _wants(query, kind):
