@@ -833,21 +833,12 @@ def _has_entity(text, entity, terms=None):
 
 
 def _covered_key_terms(query_words, query):
-    """The query's key terms that `query_words` holds, as they are or as a close variant."""
+    """The query's key terms that `query_words` holds, as they are or as a close variant. Being a variant
+    goes both ways, so these are the key terms that an index of the words finds."""
     covered = query_words.intersection(query.key_terms)
     if len(covered) < len(query.key_terms):
-        for term in query.key_terms:
-            if term not in covered and any(_is_variant(word, term) for word in query_words):
-                covered.add(term)
+        covered = VariantIndex(query_words).matching(set(query.key_terms))
     return covered
-
-
-def _is_variant(word, term):
-    """Whether `word` is `term` or a close variant of it, as `VariantIndex((term,)).matching` finds."""
-    if word[:2] != term[:2]:
-        return False  # the common case
-    return (word == term or word[:3] == term or word[:4] == term or word[:5] in (term[:3], term[:4], term[:5])
-            or bool(_HANGUL_RE.match(term)))
 
 
 def find_off_topic(expansion, query):
