@@ -2425,12 +2425,12 @@ def main(argv=None):
     if job.dry_run:
         log("dry run: nothing converted")
         return 0
-    if installed_llama_cpp() is None:
+    installed = installed_llama_cpp()
+    if installed is None:
         raise SystemExit(f"llama-cpp-python is not installed: uv run reads it from this script's header, or "
                          f'CMAKE_ARGS="{LLAMA_CPP_CMAKE_ARGS}" pip install llama-cpp-python=={LLAMA_CPP_PYTHON}')
-    if installed_llama_cpp() != LLAMA_CPP_PYTHON:
-        log(f"warning: llama-cpp-python {installed_llama_cpp()} is installed, the converter is from "
-            f"{LLAMA_CPP_PYTHON}")
+    if installed != LLAMA_CPP_PYTHON:
+        log(f"warning: llama-cpp-python {installed} is installed, the converter is from {LLAMA_CPP_PYTHON}")
     if job.threads:
         import torch
 
@@ -2466,10 +2466,10 @@ def main(argv=None):
 
     prompts = [chat_prompt(tokenizer, query) for _, query in queries]
     prompt_ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
-    hf_score = hf["summary"]["overall"]["avg_score"]
+    hf_score, exempt_ids = hf["summary"]["overall"]["avg_score"], penalty_exempt_ids(tokenizer)
     files = []
     for quant in quants:
-        check = check_gguf(job, paths[quant], queries, prompts, prompt_ids, penalty_exempt_ids(tokenizer), decoding)
+        check = check_gguf(job, paths[quant], queries, prompts, prompt_ids, exempt_ids, decoding)
         entry = judge(job, hf_score, quant, paths[quant], check)
         entry.update({key: quantized.get(quant, {}).get(key)
                       for key in ("fallback", "tensors", "fallback_types", "imatrix_entries")})
