@@ -175,3 +175,20 @@ def test_push_without_token_fails_before_any_work(gguf_ready_model, tmp_path):
 def test_unknown_quant_type_is_refused(tmp_path):
     result = run(QUANTIZE, "--quants", "q8_0,q3_xx", "--dry-run")
     assert result.returncode != 0 and "--quants: unknown ['q3_xx']" in result.stderr
+
+
+def test_llama_cpp_pin_and_build_flags_agree_everywhere(job):
+    """The pin and the CMake flags stand in the PEP 723 header (uv reads it), in the job's constants (the
+    plan, the error message) and in scripts/llama_cpp_wheel.sh (the CI wheel); none can import the others."""
+    import re
+    import tomllib
+
+    header = re.search(r"^# /// script\n(.*?)^# ///$", QUANTIZE.read_text(encoding="utf-8"), re.S | re.M).group(1)
+    metadata = tomllib.loads("".join(line[2:] + "\n" for line in header.splitlines()))
+    assert f"llama-cpp-python=={job.LLAMA_CPP_PYTHON}" in metadata["dependencies"]
+    uv_flags = metadata["tool"]["uv"]["extra-build-variables"]["llama-cpp-python"]["CMAKE_ARGS"]
+    assert uv_flags == job.LLAMA_CPP_CMAKE_ARGS
+    script = (ROOT / "scripts" / "llama_cpp_wheel.sh").read_text(encoding="utf-8")
+    assert re.search(r"^version=(\S+)", script, re.M).group(1) == job.LLAMA_CPP_PYTHON
+    script_flags = re.search(r'CMAKE_ARGS="([^"]*)"', script).group(1).replace("\\\n", "")
+    assert script_flags == job.LLAMA_CPP_CMAKE_ARGS
