@@ -1318,14 +1318,14 @@ def generate_expansions(model, tokenizer, queries, batch_size=16, max_new_tokens
     prompts = [chat_prompt(tokenizer, query) for query in queries]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     texts, generated, start = [""] * len(prompts), 0, time.time()
+    exempt_ids = penalty_exempt_ids(tokenizer)
     model.eval()
     batches = range(0, len(order), max(1, batch_size))
     for number, first in enumerate(batches, 1):
         indices = order[first : first + batch_size]
         encoded = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, add_special_tokens=False)
         encoded = encoded.to(model.device)
-        penalty = penalise_generated_repeats(repetition_penalty, encoded["input_ids"].shape[1],
-                                             penalty_exempt_ids(tokenizer))
+        penalty = penalise_generated_repeats(repetition_penalty, encoded["input_ids"].shape[1], exempt_ids)
         with torch.inference_mode():
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
